@@ -1,0 +1,79 @@
+"""Atomic checkpoint files and the model cache keyed by what determines a model."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from hrsbench.errors import HrsbenchError
+
+
+def stable_hash(obj: Any, length: int = 16) -> str:
+    """Hash of a JSON-able object, independent of key order."""
+    blob = json.dumps(obj, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:length]
+
+
+def atomic_save(obj: Any, path: Path) -> None:
+    """Write to a temporary file beside ``path`` and rename: a kill never leaves half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def safe_load(path: Path) -> Any:
+    """``torch.load(weights_only=True)`` with a one-line error on a corrupt file."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise HrsbenchError(
+            f"corrupt checkpoint {path} ({type(e).__name__}); delete it and rerun to retrain"
+        ) from None
+
+
+def default_cache_dir() -> Path:
+    env = os.environ.get("HRSBENCH_CACHE")
+    if env:
+        return Path(env)
+    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    return base / "hrsbench" / "models"
+
+
+class ModelCache:
+    """Trained weights by key, one file each; the key is a hash of everything that made them."""
+
+    def __init__(self, root: Path | None = None) -> None:
+        self.root = Path(root) if root else default_cache_dir()
+
+    def path(self, key: str) -> Path:
+        return self.root / f"{key}.pt"
+
+    def load(self, key: str, model: torch.nn.Module) -> bool:
+        """Fill ``model`` from the cache; False when nothing is cached under ``key``."""
+        p = self.path(key)
+        if not p.exists():
+            return False
+        state = safe_load(p)
+        try:
+            model.load_state_dict(state)
+        except (RuntimeError, TypeError, AttributeError) as e:
+            raise HrsbenchError(
+                f"checkpoint {p} does not fit the model ({str(e).splitlines()[0]}); "
+                "delete it and rerun"
+            ) from None
+        return True
+
+    def save(self, key: str, model: torch.nn.Module) -> None:
+        atomic_save(model.state_dict(), self.path(key))

@@ -1,0 +1,143 @@
+"""``hrsbench``: run a benchmark config, list plugins. Errors a user can fix print one line."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from hrsbench import __version__
+from hrsbench.errors import HrsbenchError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+console = Console()
+err = Console(stderr=True)
+
+
+def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn HrsbenchError into one line on stderr and exit 1; Ctrl-C into exit 130."""
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except HrsbenchError as e:
+            err.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
+        except KeyboardInterrupt:
+            err.print("interrupted: finished results are kept; rerun the same command to resume")
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"hrsbench {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show version.")
+    ] = False,
+) -> None:
+    """Adversarial-robustness benchmark for stochastic defenses (HRS, SAP, dropout, noise)."""
+
+
+@app.command()
+@friendly
+def run(
+    config: Annotated[
+        str | None, typer.Argument(help="TOML config file or preset name; default: quick")
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="Output folder; default runs/NAME")] = None,
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Data folder; default $HRSBENCH_DATA or ~/.cache")
+    ] = None,
+    cache_dir: Annotated[
+        Path | None, typer.Option(help="Model cache; default $HRSBENCH_CACHE or ~/.cache")
+    ] = None,
+    device: Annotated[str, typer.Option(help="cpu or cuda")] = "cpu",
+) -> None:
+    """Train (or load) every defense in CONFIG, run its attacks, append results.jsonl."""
+    import torch
+
+    from hrsbench.config import load_config
+    from hrsbench.runner import run as run_cells
+
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise HrsbenchError("--device cuda asked for but no CUDA device is available; use cpu")
+    cfg, source = load_config(config)
+    out = out or Path("runs") / Path(config or "quick").stem
+    console.print(f"[bold]hrsbench {__version__}[/bold] · {source} · config {cfg.hash} → {out}")
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=False) as bar:
+        tasks: dict[str, int] = {}
+
+        def report(task: str, label: str, done: int, total: int) -> None:
+            if task not in tasks:
+                tasks[task] = bar.add_task(label, total=total)
+            bar.update(tasks[task], description=label, completed=done, total=total)
+
+        lines = run_cells(cfg, out, data_dir=data_dir, cache_dir=cache_dir, device=device,
+                          progress=report)
+    console.print(results_table(lines))
+    console.print(f"results: {out / 'results.jsonl'}")
+
+
+def results_table(lines: list[dict[str, Any]]) -> Table:
+    table = Table(title="results")
+    for col in ("defense", "params", "attack", "ε", "setting", "clean acc", "ASR", "defense rate"):
+        table.add_column(col)
+    for r in lines:
+        asr = r["attack_success_rate"]
+        params = " ".join(f"{k}={v}" for k, v in r["params"].items())
+        table.add_row(
+            r["defense"], params, r["attack"],
+            f"{r['attack_strength']:.4g}" if r["attack"] != "none" else "",
+            r["setting"] if r["attack"] != "none" else "",
+            f"{100 * r['clean_accuracy']:.2f}%",
+            "" if asr is None else f"{100 * asr:.1f}% ± {100 * r['attack_success_rate_std']:.1f}",
+            "" if asr is None else f"{100 * (1 - asr):.1f}%",
+        )
+    return table
+
+
+@app.command()
+@friendly
+def plugins() -> None:
+    """List every defense, attack and dataset, with the package and version providing it."""
+    from hrsbench.plugins import registry
+
+    table = Table(title="hrsbench plugins")
+    for col in ("kind", "name", "package", "version", "parameters"):
+        table.add_column(col)
+    from dataclasses import is_dataclass
+
+    from hrsbench.params import defaults
+
+    for r in registry().all():
+        params = defaults(r.cls) if is_dataclass(r.cls) else {}
+        strength = getattr(r.cls, "strength", None) if r.kind == "defense" else None
+        desc = ", ".join(f"{k}={v!r}" + (" (strength)" if k == strength else "")
+                         for k, v in params.items())
+        table.add_row(r.kind, r.name, r.package, r.version, desc)
+    console.print(table)
+
+
+def entry() -> None:  # pragma: no cover - console script shim for python -m
+    app(prog_name="hrsbench")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(entry())

@@ -1,0 +1,116 @@
+"""Run configuration: a TOML file, validated strictly so a misspelt key fails instead of being
+ignored. Lists inside a defense's or attack's ``params`` are grid axes."""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import asdict, dataclass, field, fields
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import tomllib
+
+from hrsbench.cache import stable_hash
+from hrsbench.errors import HrsbenchError
+from hrsbench.estimator import SETTINGS
+
+
+@dataclass
+class DefenseEntry:
+    name: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class AttackEntry:
+    name: str
+    strengths: list[float] = field(default_factory=list)
+    settings: list[str] = field(default_factory=lambda: ["whitebox"])
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class RunConfig:
+    dataset: str = "mnist"
+    n_train: int | None = None  # None: the whole training split
+    n_test: int = 100  # images attacked
+    n_clean: int | None = None  # images for clean accuracy; None: the whole test split
+    epochs: int = 5
+    seed: int = 0
+    targeted: bool = True
+    repeats: int = 5  # stochastic predictions drawn per evaluation
+    eot_samples: int = 10
+    batch_size: int = 256
+    defenses: list[DefenseEntry] = field(default_factory=list)
+    attacks: list[AttackEntry] = field(default_factory=list)
+
+    @property
+    def hash(self) -> str:
+        return stable_hash(asdict(self))
+
+
+def _check_keys(table: dict[str, Any], cls: type, where: str) -> None:
+    valid = [f.name for f in fields(cls)]
+    for key in table:
+        if key not in valid:
+            near = difflib.get_close_matches(key, valid, n=1)
+            hint = f"; did you mean {near[0]!r}?" if near else f"; valid keys: {', '.join(valid)}"
+            raise HrsbenchError(f"{where}: unknown config key {key!r}{hint}")
+
+
+def parse_config(data: dict[str, Any], source: str = "config") -> RunConfig:
+    _check_keys(data, RunConfig, source)
+    top = {k: v for k, v in data.items() if k not in ("defenses", "attacks")}
+    defenses = []
+    for i, d in enumerate(data.get("defenses", [])):
+        where = f"{source}: defenses[{i}]"
+        _check_keys(d, DefenseEntry, where)
+        if "name" not in d:
+            raise HrsbenchError(f"{where}: missing 'name'")
+        defenses.append(DefenseEntry(**d))
+    attacks = []
+    for i, a in enumerate(data.get("attacks", [])):
+        where = f"{source}: attacks[{i}]"
+        _check_keys(a, AttackEntry, where)
+        if "name" not in a:
+            raise HrsbenchError(f"{where}: missing 'name'")
+        entry = AttackEntry(**a)
+        bad = [s for s in entry.settings if s not in SETTINGS]
+        if bad:
+            raise HrsbenchError(
+                f"{where}: unknown setting {bad[0]!r}; choose from {', '.join(SETTINGS)}"
+            )
+        attacks.append(entry)
+    try:
+        cfg = RunConfig(**top, defenses=defenses, attacks=attacks)
+    except TypeError as e:
+        raise HrsbenchError(f"{source}: {e}") from None
+    if not cfg.defenses:
+        raise HrsbenchError(f"{source}: no [[defenses]] listed")
+    return cfg
+
+
+def load_config(path: str | Path | None) -> tuple[RunConfig, str]:
+    """A config file, or the built-in preset of that name; ``None`` is the quick preset."""
+    name = "quick" if path is None else str(path)
+    p = Path(name)
+    if p.exists():
+        text, source = p.read_text(), str(p)
+    else:
+        preset = resources.files("hrsbench") / "presets" / f"{name}.toml"
+        if not preset.is_file():
+            raise HrsbenchError(
+                f"no config file or preset named {name!r}; presets: {', '.join(presets())}"
+            )
+        text, source = preset.read_text(), f"preset {name}"
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise HrsbenchError(f"{source}: invalid TOML: {e}") from None
+    return parse_config(data, source), source
+
+
+def presets() -> list[str]:
+    folder = resources.files("hrsbench") / "presets"
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".toml"))

@@ -1,0 +1,47 @@
+"""Defense plugins' base class.
+
+A defense is a dataclass whose fields are its parameters. The engine builds it on a dataset's
+base architecture, trains it (or loads it from the cache) once per parameter set, and asks it for
+the models each attack setting needs: the deployed model, its fixed-randomness surrogate and,
+where one exists, its exact expectation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from torch import nn
+
+from hrsbench.data import Dataset
+from hrsbench.training import Trainer
+
+
+@dataclass
+class Defense:
+    name: ClassVar[str]
+    #: The parameter that sets the defense's strength, swept for DES (e.g. a dropout rate).
+    strength: ClassVar[str | None] = None
+    #: Whether the deployed model draws fresh randomness on every forward pass.
+    stochastic: ClassVar[bool] = False
+
+    def build(self, dataset: Dataset) -> nn.Module:
+        """An untrained model for ``dataset``; stochastic layers must ignore ``module.training``
+        (ART puts models in eval mode before every query)."""
+        raise NotImplementedError
+
+    def fit(self, model: nn.Module, trainer: Trainer) -> None:
+        """Train ``model`` in place; the default is the paper's schedule on all weights."""
+        trainer.fit(model, checkpoint=trainer.key_for("fit"), label=self.name)
+
+    def surrogate(self, model: nn.Module) -> nn.Module:
+        """The model with its randomness removed or frozen, for the ``fixed`` attack setting."""
+        return model
+
+    def expectation(self, model: nn.Module) -> nn.Module | None:
+        """A deterministic model giving the expected output (mean softmax), if computable."""
+        return None
+
+    def sweep(self, dataset: str) -> list[dict[str, Any]]:
+        """Parameter sets spanning the defense's strength range on ``dataset``, for DES studies."""
+        return []

@@ -1,0 +1,111 @@
+"""The paper's training schedule (SGD 0.01, momentum 0.9, Nesterov, batch 128, cross-entropy),
+resumable epoch by epoch through the model cache."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from hrsbench.cache import ModelCache, atomic_save, safe_load, stable_hash
+
+ProgressFn = Callable[[str, int, int], None]  # (label, done, total)
+
+
+@dataclass
+class Trainer:
+    """Trains models on one dataset's training split; what a defense's ``fit`` receives.
+
+    ``key`` identifies everything above the model itself (dataset, subset, epochs, seed, code
+    version), so a defense can cache pieces (HRS caches one file per channel) by
+    ``self.key_for(...)`` and be sure they match this run.
+    """
+
+    x: torch.Tensor
+    y: torch.Tensor
+    epochs: int
+    seed: int
+    cache: ModelCache
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    key: str = ""
+    progress: ProgressFn | None = None
+    lr: float = 0.01
+    momentum: float = 0.9
+    batch_size: int = 128
+
+    def key_for(self, *parts: Any) -> str:
+        return stable_hash([self.key, *parts])
+
+    def fit(
+        self,
+        model: nn.Module,
+        params: Iterable[nn.Parameter] | None = None,
+        epochs: int | None = None,
+        seed: int | None = None,
+        checkpoint: str | None = None,
+        label: str = "train",
+        loss_fn: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    ) -> nn.Module:
+        """Train ``params`` (default: all of ``model``'s) in place.
+
+        With ``checkpoint`` set, the state after every epoch is saved atomically under that key
+        and a rerun resumes from the last finished epoch. ``loss_fn(model, x, y)`` replaces
+        cross-entropy (adversarial training uses it).
+        """
+        epochs = self.epochs if epochs is None else epochs
+        seed = self.seed if seed is None else seed
+        model.to(self.device)
+        trainable = [p for p in (params if params is not None else model.parameters())]
+        opt = torch.optim.SGD(
+            trainable, lr=self.lr, momentum=self.momentum, nesterov=True
+        )
+        start = 0
+        ckpt_path = self.cache.path(checkpoint + ".partial") if checkpoint else None
+        if ckpt_path is not None and ckpt_path.exists():
+            state = safe_load(ckpt_path)
+            model.load_state_dict(state["model"])
+            opt.load_state_dict(state["opt"])
+            start = int(state["epoch"])
+        loss_fn = loss_fn or _cross_entropy
+        n = len(self.x)
+        steps = (n + self.batch_size - 1) // self.batch_size
+        for epoch in range(start, epochs):
+            gen = torch.Generator().manual_seed(seed * 1000 + epoch)
+            torch.manual_seed(seed * 1000 + epoch)  # stochastic layers draw from the global RNG
+            order = torch.randperm(n, generator=gen)
+            model.train()
+            for step in range(steps):
+                idx = order[step * self.batch_size : (step + 1) * self.batch_size]
+                xb = self.x[idx].to(self.device, non_blocking=True)
+                yb = self.y[idx].to(self.device, non_blocking=True)
+                opt.zero_grad(set_to_none=True)
+                loss = loss_fn(model, xb, yb)
+                loss.backward()
+                opt.step()
+                if self.progress:
+                    self.progress(label, epoch * steps + step + 1, epochs * steps)
+            if ckpt_path is not None and epoch + 1 < epochs:
+                atomic_save(
+                    {"model": model.state_dict(), "opt": opt.state_dict(), "epoch": epoch + 1},
+                    ckpt_path,
+                )
+        model.eval()
+        if ckpt_path is not None and ckpt_path.exists():
+            ckpt_path.unlink()
+        return model
+
+
+def _cross_entropy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return nn.functional.cross_entropy(model(x), y)
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+    """Logits in batches, one stochastic draw per call; the model keeps its randomness in eval."""
+    model.eval()
+    device = next(model.parameters()).device
+    outs = [model(x[i : i + batch_size].to(device)).cpu() for i in range(0, len(x), batch_size)]
+    return torch.cat(outs)
