@@ -1,0 +1,30 @@
+"""Checkpoints are written atomically and a corrupt one fails in one line."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from hrsbench import HrsbenchError, ModelCache
+
+
+def test_roundtrip_and_corruption(tmp_path):
+    cache = ModelCache(tmp_path)
+    model = nn.Linear(3, 2)
+    cache.save("k", model)
+    assert list(tmp_path.iterdir()) == [tmp_path / "k.pt"]  # no temporary file left behind
+    other = nn.Linear(3, 2)
+    assert cache.load("k", other)
+    assert torch.equal(other.weight, model.weight)
+    assert not cache.load("missing", other)
+    (tmp_path / "k.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(HrsbenchError, match=r"corrupt checkpoint .*k\.pt.*delete it and rerun"):
+        cache.load("k", other)
+
+
+def test_checkpoint_of_another_shape_is_an_error(tmp_path):
+    cache = ModelCache(tmp_path)
+    cache.save("k", nn.Linear(3, 2))
+    with pytest.raises(HrsbenchError, match="does not fit the model"):
+        cache.load("k", nn.Linear(4, 2))
