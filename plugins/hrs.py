@@ -307,6 +307,7 @@ class HRS(Defense):
         model.eval()
 
     def fit_block(self, model: HRSNet, trainer: Trainer, i: int) -> None:
+        """Load or train every channel of block ``i``; blocks below must already be trained."""
         block = model.blocks[i]
         keys = [self.channel_key(trainer, model, i, j) for j in range(len(block.channels))]
         todo = [j for j, key in enumerate(keys) if not trainer.cache.load(key, block.channels[j])]
