@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 from torch import nn
 
 from hrsbench.data import Dataset
+from hrsbench.params import as_dict
 from hrsbench.training import Trainer
 
 
@@ -32,7 +33,8 @@ class Defense:
 
     def fit(self, model: nn.Module, trainer: Trainer) -> None:
         """Train ``model`` in place; the default is the paper's schedule on all weights."""
-        trainer.fit(model, checkpoint=trainer.key_for("fit"), label=self.name)
+        trainer.fit(model, checkpoint=trainer.key_for("fit", self.name, as_dict(self)),
+                    label=self.name)
 
     def surrogate(self, model: nn.Module) -> nn.Module:
         """The model with its randomness removed or frozen, for the ``fixed`` attack setting."""

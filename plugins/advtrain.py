@@ -120,7 +120,7 @@ class AdversarialTraining(Defense):
     def sweep(self, dataset: str) -> list[dict[str, Any]]:
         if dataset not in SWEEP_EPS:
             raise HrsbenchError(f"advtrain: no eps sweep for dataset {dataset!r}")
-        return [{"eps": round(e, 6)} for e in SWEEP_EPS[dataset]]
+        return [{"eps": e} for e in SWEEP_EPS[dataset]]
 
 
 @hookimpl

@@ -14,8 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from hrsbench import Dataset, Defense, Trainer, base_stages, hookimpl, replace_stage
-from hrsbench.params import as_dict
+from hrsbench import Dataset, Defense, base_stages, hookimpl, replace_stage
 
 
 class AlwaysOnDropout(nn.Module):
@@ -88,12 +87,6 @@ class DefensiveDropout(Defense):
     def build(self, dataset: Dataset) -> nn.Module:
         layer = AlwaysOnDropout(self.effective_train_rate, self.test_rate)
         return nn.Sequential(replace_stage(base_stages(dataset.arch), "dropout", layer))
-
-    def fit(self, model: nn.Module, trainer: Trainer) -> None:
-        """The paper's schedule; the checkpoint key names this defense and its rates so an
-        interrupted run never resumes from another defense's weights."""
-        trainer.fit(model, checkpoint=trainer.key_for("fit", self.name, as_dict(self)),
-                    label=self.name)
 
     def surrogate(self, model: nn.Module) -> nn.Module:
         """No dropout at all; inverted dropout means the scale is already right."""

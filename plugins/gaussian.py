@@ -18,8 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from hrsbench import Dataset, Defense, HrsbenchError, Trainer, base_stages, hookimpl, insert_stages
-from hrsbench.params import as_dict
+from hrsbench import Dataset, Defense, HrsbenchError, base_stages, hookimpl, insert_stages
 
 #: (init, inner) deviations by dataset when not given (appendix C.2).
 DEFAULTS: dict[str, tuple[float, float]] = {"mnist": (0.2, 0.1), "cifar10": (0.02, 0.01)}
@@ -91,12 +90,6 @@ class Gaussian(Defense):
             return f"noise_{name}", GaussianNoise(init if name == "conv1" else inner)
 
         return nn.Sequential(insert_stages(base_stages(dataset.arch), before_conv, before=True))
-
-    def fit(self, model: nn.Module, trainer: Trainer) -> None:
-        """The paper's schedule with the noise on; the checkpoint key names this defense and its
-        deviations so an interrupted run never resumes from another defense's weights."""
-        trainer.fit(model, checkpoint=trainer.key_for("fit", self.name, as_dict(self)),
-                    label=self.name)
 
     def surrogate(self, model: nn.Module) -> nn.Module:
         """The trained weights without any noise stage."""
