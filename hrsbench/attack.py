@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
+import torch
 from art.estimators.classification import PyTorchClassifier
 
 
@@ -19,6 +20,17 @@ class Attack:
     name: ClassVar[str]
     #: What the run config's ``strengths`` list sets: "eps" for norm-bounded attacks.
     strength: ClassVar[str] = "eps"
+    #: Whether the attack iterates (sanity checks compare iterative attacks with single-step).
+    iterative: ClassVar[bool] = False
+
+    def loss(
+        self, logits: torch.Tensor, y: torch.Tensor, targets: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Per-example objective the attack maximises; the gradient-deviation metric samples
+        its input gradient. Default: cross-entropy away from ``y``, or towards ``targets``."""
+        if targets is not None:
+            return -torch.nn.functional.cross_entropy(logits, targets, reduction="none")
+        return torch.nn.functional.cross_entropy(logits, y, reduction="none")
 
     def generate(
         self,

@@ -1,13 +1,20 @@
 """Clean accuracy and attack success, each drawn ``repeats`` times for stochastic models: one
-stochastic prediction over-states (or under-states) a defense, so mean and deviation are kept."""
+stochastic prediction over-states (or under-states) a defense, so mean and deviation are kept.
+And the input-gradient deviation of Table 1 / Figure A4."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import numpy as np
 import torch
 from torch import nn
 
+from hrsbench.estimator import Classifier
 from hrsbench.training import predict_logits
+
+#: ``loss(logits, y, targets) -> per-example values``, as :meth:`hrsbench.Attack.loss`.
+Loss = Callable[[torch.Tensor, torch.Tensor, "torch.Tensor | None"], torch.Tensor]
 
 
 def predictions(model: nn.Module, x: np.ndarray, repeats: int, batch_size: int = 512) -> np.ndarray:
@@ -48,3 +55,38 @@ def targeted_pairs(
     others = np.array([[t for t in range(n_classes) if t != label] for label in y])
     reps = n_classes - 1
     return np.repeat(x, reps, axis=0), np.repeat(y, reps), others.reshape(-1)
+
+
+def gradient_deviation(
+    classifier: Classifier,
+    loss: Loss,
+    x: np.ndarray,
+    y: np.ndarray,
+    targets: np.ndarray | None,
+    samples: int,
+    batch_size: int = 256,
+) -> dict[str, float]:
+    """Input-gradient deviation (section 3.3, Table 1): for each input, ``samples`` single-draw
+    gradients of the attack's loss at the clean input; the standard deviation per input
+    dimension, averaged over dimensions and inputs.
+
+    ``grad_std`` is that of the raw gradients, as the paper words it; its scale depends on the
+    loss and the model's confidence, so ``grad_sign_std`` does the same on the gradient's sign
+    (what an L∞ step uses; between 0 and 1), which compares across models. Both are 0 for a
+    deterministic model.
+    """
+    if samples < 2:
+        raise ValueError(f"a deviation needs at least 2 gradient samples, got {samples}")
+    device = classifier.device
+    raw, sign = 0.0, 0.0
+    for i in range(0, len(x), batch_size):
+        sl = slice(i, i + batch_size)
+        xb = torch.from_numpy(np.ascontiguousarray(x[sl], dtype=np.float32)).to(device)
+        yb = torch.from_numpy(np.asarray(y[sl], dtype=np.int64)).to(device)
+        tb = None if targets is None else torch.from_numpy(
+            np.asarray(targets[sl], dtype=np.int64)).to(device)
+        grads = classifier.sample_gradients(xb, lambda z, yb=yb, tb=tb: loss(z, yb, tb), samples)
+        per_input = grads.flatten(2)  # (samples, batch, dims)
+        raw += float(per_input.std(0).mean(1).sum())
+        sign += float(per_input.sign().std(0).mean(1).sum())
+    return {"grad_std": raw / len(x), "grad_sign_std": sign / len(x)}
