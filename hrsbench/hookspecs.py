@@ -27,3 +27,9 @@ def register_attacks(register: Callable[[type], None]) -> None:
 @hookspec
 def register_datasets(register: Callable[[type], None]) -> None:
     """Call ``register(cls)`` for each :class:`hrsbench.Dataset` subclass the plugin provides."""
+
+
+@hookspec
+def register_threats(register: Callable[[type], None]) -> None:
+    """Call ``register(cls)`` for each :class:`hrsbench.threat.Threat` subclass the plugin
+    provides (threats beyond per-image evasion, e.g. adversarial reprogramming)."""

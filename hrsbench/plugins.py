@@ -13,7 +13,7 @@ import pluggy
 from hrsbench import hookspecs
 from hrsbench.errors import HrsbenchError
 
-KINDS = ("defense", "attack", "dataset")
+KINDS = ("defense", "attack", "dataset", "threat")
 
 
 @dataclass(frozen=True)
