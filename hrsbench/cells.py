@@ -12,7 +12,7 @@ from hrsbench.config import RunConfig
 from hrsbench.params import defaults, instantiate
 from hrsbench.plugins import Registry
 
-MODEL_FORMAT = 1  # bump when training code changes what a cached model contains
+MODEL_FORMAT = 2  # bump when training code changes what a cached model contains
 
 
 def grid(params: dict[str, Any]) -> list[dict[str, Any]]:
@@ -39,13 +39,27 @@ class Cell:
     targeted: bool
     repeats: int
     eot_samples: int
+    #: "attack" (evasion, crafted per image) or "threat" (a Threat plugin; ``attack`` holds its
+    #: name, ``attack_params`` its parameters and ``attack_strength`` its strength parameter).
+    kind: str = "attack"
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The cell's fields; ``kind`` only when it is not "attack", so attack cells keep the
+        keys (and results already on disk) they had before threats existed."""
+        d = asdict(self)
+        if d["kind"] == "attack":
+            del d["kind"]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Cell:
         return cls(**d)
+
+    @property
+    def training_key(self) -> str:
+        """What determines training apart from the defense: a defense adds its own name and
+        parameters to it, or only the parts that matter (HRS channels are reused across widths)."""
+        return stable_hash([MODEL_FORMAT, self.dataset, self.n_train, self.epochs, self.seed])
 
     @property
     def model_key(self) -> str:
@@ -64,7 +78,8 @@ def expand(cfg: RunConfig, registry: Registry) -> list[Cell]:
     """All cells of ``cfg``, validating plugin names and parameters against the registry.
 
     Each defense parameter set gets a clean-only cell (attack "none") so its clean accuracy is
-    recorded even without attacks; settings that cannot differ for a defense are dropped.
+    recorded even without attacks; settings that cannot differ for a defense are dropped. Each
+    threat parameter set gets one cell per defense parameter set.
     """
     registry.get("dataset", cfg.dataset)
     cells = []
@@ -90,7 +105,23 @@ def expand(cfg: RunConfig, registry: Registry) -> list[Cell]:
                                 cfg.repeats, cfg.eot_samples if setting == "eot" else 1,
                             )
                         )
+            cells.extend(_threat_cells(cfg, registry, common))
     return list({c.key: c for c in cells}.values())  # duplicates in a config run once
+
+
+def _threat_cells(cfg: RunConfig, registry: Registry, common: tuple[Any, ...]) -> list[Cell]:
+    """One cell per threat parameter set against one defense parameter set: a threat is not
+    targeted, and runs in the white-box setting (it sees the deployed model as it is)."""
+    cells = []
+    for t in cfg.threats:
+        tcls = registry.get("threat", t.name)
+        for tp in grid(t.params):
+            instantiate(tcls, tp, f"threat {t.name!r}")
+            tfull = {**defaults(tcls), **tp}
+            strength = float(tfull[tcls.strength])
+            cells.append(Cell(*common, t.name, tfull, strength, "whitebox", False, cfg.repeats, 1,
+                              kind="threat"))
+    return cells
 
 
 def _settings_for(dcls: type) -> set[str]:

@@ -14,6 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from hrsbench import __version__
+from hrsbench.des import BASE, ETA, BehaviourRange
 from hrsbench.errors import HrsbenchError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
@@ -71,12 +72,15 @@ def run(
     """Train (or load) every defense in CONFIG, run its attacks, append results.jsonl."""
     import torch
 
+    from hrsbench.cells import expand
     from hrsbench.config import load_config
+    from hrsbench.plugins import registry
     from hrsbench.runner import run as run_cells
 
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise HrsbenchError("--device cuda asked for but no CUDA device is available; use cpu")
     cfg, source = load_config(config)
+    expand(cfg, registry())  # plugin names and parameters fail here, before any output
     out = out or Path("runs") / Path(config or "quick").stem
     console.print(f"[bold]hrsbench {__version__}[/bold] · {source} · config {cfg.hash} → {out}")
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -93,13 +97,19 @@ def run(
                           progress=report)
     console.print(results_table(lines))
     console.print(f"results: {out / 'results.jsonl'}")
+    from hrsbench.leaderboard import write_run_reports
+
+    console.print(f"leaderboard: {write_run_reports(out)} (figures in {out / 'plots'})")
 
 
 def results_table(lines: list[dict[str, Any]]) -> Table:
+    from hrsbench.sanity import annotate
+
     table = Table(title="results")
-    for col in ("defense", "params", "attack", "ε", "setting", "clean acc", "ASR", "defense rate"):
+    for col in ("defense", "params", "attack", "ε", "setting", "clean acc", "ASR", "defense rate",
+                "sanity"):
         table.add_column(col)
-    for r in lines:
+    for r in annotate(lines):
         asr = r["attack_success_rate"]
         params = " ".join(f"{k}={v}" for k, v in r["params"].items())
         table.add_row(
@@ -109,6 +119,7 @@ def results_table(lines: list[dict[str, Any]]) -> Table:
             f"{100 * r['clean_accuracy']:.2f}%",
             "" if asr is None else f"{100 * asr:.1f}% ± {100 * r['attack_success_rate_std']:.1f}",
             "" if asr is None else f"{100 * (1 - asr):.1f}%",
+            r["sanity"],
         )
     return table
 
@@ -133,6 +144,64 @@ def plugins() -> None:
                          for k, v in params.items())
         table.add_row(r.kind, r.name, r.package, r.version, desc)
     console.print(table)
+
+
+DtRange = Annotated[
+    tuple[float, float] | None,
+    typer.Option(help="LO HI: mean DES and fits only over points with LO ≤ Δt ≤ HI (fractions)"),
+]
+RateRange = Annotated[
+    tuple[float, float] | None,
+    typer.Option(help="LO HI: only points whose defense rate is in [LO, HI] (fractions)"),
+]
+
+
+def _behaviour(
+    dt_range: tuple[float, float] | None, rate_range: tuple[float, float] | None
+) -> BehaviourRange:
+    return BehaviourRange(delta_t=dt_range or (None, None),
+                          defense_rate=rate_range or (None, None))
+
+
+@app.command()
+@friendly
+def leaderboard(
+    results: Annotated[list[Path], typer.Argument(help="results.jsonl files, from any runs")],
+    out: Annotated[Path, typer.Option(help="Markdown file to write")],
+    plots: Annotated[Path | None, typer.Option(help="Also write the figures here")] = None,
+    base: Annotated[str, typer.Option(help="Defense that Δt and Δd are measured from")] = BASE,
+    eta: Annotated[float, typer.Option(help="η in DES = Δd / (Δt + η)")] = ETA,
+    dt_range: DtRange = None,
+    rate_range: RateRange = None,
+) -> None:
+    """Merge result files into one markdown leaderboard ranked by mean DES (docs/des.md)."""
+    from hrsbench.leaderboard import write_leaderboard
+
+    path, figures = write_leaderboard(results, out, plots=plots, base=base, eta=eta,
+                                      behaviour=_behaviour(dt_range, rate_range))
+    console.print(f"leaderboard: {path}" + (f" ({len(figures)} figure files in {plots})"
+                                             if plots else ""))
+
+
+@app.command()
+@friendly
+def plot(
+    results: Annotated[list[Path], typer.Argument(help="results.jsonl files, from any runs")],
+    out: Annotated[Path, typer.Option(help="Folder for the PNG and SVG figures")],
+    base: Annotated[str, typer.Option(help="Defense that Δt and Δd are measured from")] = BASE,
+    eta: Annotated[float, typer.Option(help="η in DES = Δd / (Δt + η)")] = ETA,
+    dt_range: DtRange = None,
+    rate_range: RateRange = None,
+) -> None:
+    """Draw ASR against ε (Figure 4), the DES scatter (Figures 2, 5) and gradient deviation
+    against defense rate (Figure A4) from result files."""
+    from hrsbench.leaderboard import build_report, merge_results
+    from hrsbench.plots import write_plots
+
+    report = build_report(merge_results(*results), base=base, eta=eta,
+                          behaviour=_behaviour(dt_range, rate_range))
+    files = write_plots(report, out)
+    console.print(f"{len(files)} figure files in {out}")
 
 
 def entry() -> None:  # pragma: no cover - console script shim for python -m

@@ -31,6 +31,14 @@ class AttackEntry:
 
 
 @dataclass
+class ThreatEntry:
+    """A threat plugin (e.g. reprogramming) run against every defense of the config."""
+
+    name: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
 class RunConfig:
     dataset: str = "mnist"
     n_train: int | None = None  # None: the whole training split
@@ -41,13 +49,20 @@ class RunConfig:
     targeted: bool = True
     repeats: int = 5  # stochastic predictions drawn per evaluation
     eot_samples: int = 10
+    grad_samples: int = 20  # gradients sampled for the grad_std metric; 0 skips it
     batch_size: int = 256
     defenses: list[DefenseEntry] = field(default_factory=list)
     attacks: list[AttackEntry] = field(default_factory=list)
+    threats: list[ThreatEntry] = field(default_factory=list)
 
     @property
     def hash(self) -> str:
-        return stable_hash(asdict(self))
+        """Hash of the config; an empty ``threats`` list is left out so configs written before
+        threats existed keep their hash."""
+        d = asdict(self)
+        if not d["threats"]:
+            del d["threats"]
+        return stable_hash(d)
 
 
 def _check_keys(table: dict[str, Any], cls: type, where: str) -> None:
@@ -61,7 +76,7 @@ def _check_keys(table: dict[str, Any], cls: type, where: str) -> None:
 
 def parse_config(data: dict[str, Any], source: str = "config") -> RunConfig:
     _check_keys(data, RunConfig, source)
-    top = {k: v for k, v in data.items() if k not in ("defenses", "attacks")}
+    top = {k: v for k, v in data.items() if k not in ("defenses", "attacks", "threats")}
     defenses = []
     for i, d in enumerate(data.get("defenses", [])):
         where = f"{source}: defenses[{i}]"
@@ -82,8 +97,15 @@ def parse_config(data: dict[str, Any], source: str = "config") -> RunConfig:
                 f"{where}: unknown setting {bad[0]!r}; choose from {', '.join(SETTINGS)}"
             )
         attacks.append(entry)
+    threats = []
+    for i, t in enumerate(data.get("threats", [])):
+        where = f"{source}: threats[{i}]"
+        _check_keys(t, ThreatEntry, where)
+        if "name" not in t:
+            raise HrsbenchError(f"{where}: missing 'name'")
+        threats.append(ThreatEntry(**t))
     try:
-        cfg = RunConfig(**top, defenses=defenses, attacks=attacks)
+        cfg = RunConfig(**top, defenses=defenses, attacks=attacks, threats=threats)
     except TypeError as e:
         raise HrsbenchError(f"{source}: {e}") from None
     if not cfg.defenses:

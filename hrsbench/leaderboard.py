@@ -28,6 +28,11 @@ from hrsbench.des import (
     varying_keys,
 )
 from hrsbench.errors import HrsbenchError
+from hrsbench.reprogramming import (
+    reprogramming_markdown,
+    reprogramming_table,
+    write_reprogramming,
+)
 from hrsbench.results import read_lines
 
 #: Fields another part of the benchmark may add to flag a suspicious result (e.g. gradient
@@ -216,7 +221,9 @@ def build_report(
 ) -> Report:
     """DES of every line and the family summaries, computed once for the markdown and plots."""
     behaviour = behaviour or BehaviourRange()
-    scored = attach_des(pd.DataFrame(with_sanity(merged.records)), base=base, eta=eta)
+    # Threat lines (reprogramming) have no ε: they get their own section, not DES tables.
+    attacks = [r for r in merged.records if r.get("kind", "attack") == "attack"]
+    scored = attach_des(pd.DataFrame(with_sanity(attacks)), base=base, eta=eta)
     return Report(merged, scored, family_summary(scored, behaviour, base=base), base, eta,
                   behaviour)
 
@@ -426,9 +433,17 @@ def write_leaderboard(
         from hrsbench.plots import write_plots  # matplotlib only when figures are asked for
 
         figures = write_plots(report, plots)
+    threats = pd.DataFrame([r for r in report.merged.records if r.get("kind") == "threat"])
+    if not threats.empty and plots is not None:
+        figures += [f for f in write_reprogramming(threats, plots, ("png", "svg"))
+                    if f.suffix != ".md"]
     links = [Path(os.path.relpath(f, out.parent)).as_posix() for f in figures
              if f.suffix == ".png"]
-    out.write_text(render_markdown(report, generated, links), encoding="utf-8")
+    text = render_markdown(report, generated, links)
+    table = reprogramming_table(threats, base=base, eta=eta) if not threats.empty else None
+    if table is not None and not table.empty:
+        text += "\n" + reprogramming_markdown(table, "Adversarial reprogramming") + "\n"
+    out.write_text(text, encoding="utf-8")
     return out, figures
 
 

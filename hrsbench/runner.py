@@ -1,4 +1,4 @@
-"""The pipeline: config → cells → defense → attack → metrics → results.
+"""The pipeline: config → cells → defense → attack (or threat) → metrics → results.
 
 Cells sharing a trained model run together; the model is trained once (or loaded from the cache)
 and each finished cell is appended to ``results.jsonl`` at once, so a rerun skips it.
@@ -25,11 +25,19 @@ from hrsbench.cells import Cell, expand
 from hrsbench.config import RunConfig
 from hrsbench.data import Dataset
 from hrsbench.defense import Defense
-from hrsbench.estimator import Classifier, crafting_model
-from hrsbench.metrics import accuracy, attack_success, predictions, targeted_pairs
+from hrsbench.estimator import Classifier, crafting_classifier
+from hrsbench.metrics import (
+    accuracy,
+    attack_success,
+    gradient_deviation,
+    predictions,
+    targeted_pairs,
+)
 from hrsbench.params import instantiate
 from hrsbench.plugins import Registry, registry
 from hrsbench.results import ResultStore
+from hrsbench.sanity import registry_traits, write_report
+from hrsbench.threat import ThreatContext, run_threat
 from hrsbench.training import Trainer
 
 #: progress(task, label, done, total): "cells", "train" or "attack".
@@ -85,7 +93,7 @@ def run(
     todo = [c for c in cells if c.key not in store]
     report("cells", "cells", len(cells) - len(todo), len(cells))
     if not todo:
-        return [store.records[c.key] for c in cells]
+        return _finish(out, [store.records[c.key] for c in cells], reg)
 
     dev = torch.device(device)
     dataset: Dataset = reg.get("dataset", cfg.dataset)()
@@ -102,7 +110,7 @@ def run(
         defense = instantiate(reg.get("defense", first.defense), first.params, first.defense)
         trainer = Trainer(
             torch.from_numpy(x_train), torch.from_numpy(y_train), epochs=cfg.epochs,
-            seed=cfg.seed, cache=cache, device=dev, key=model_key,
+            seed=cfg.seed, cache=cache, device=dev, key=first.training_key,
             progress=lambda label, i, n: report("train", label, i, n),
         )
         model, train_s = obtain_model(defense, dataset, first, trainer, cache)
@@ -111,16 +119,25 @@ def run(
         clean_acc, clean_std = accuracy(clean_preds, y_test)
         for cell in group:
             start = time.perf_counter()
-            attack = None
-            if cell.attack != "none":
-                acls = reg.get("attack", cell.attack)
-                attack = instantiate(acls, cell.attack_params, cell.attack)
-            metrics = evaluate(
-                cell, defense, attack, model, dataset, x_test, y_test, cfg, dev, report
-            )
+            if cell.kind == "threat":
+                ctx = ThreatContext(
+                    dataset, defense, reg, cache, model_key, cfg.seed, cell.repeats,
+                    cfg.batch_size, dev, data_dir, lambda label, i, n: report("train", label, i, n),
+                )
+                _seed(cell.key)
+                metrics = run_threat(cell, model, ctx)
+            else:
+                attack = None
+                if cell.attack != "none":
+                    acls = reg.get("attack", cell.attack)
+                    attack = instantiate(acls, cell.attack_params, cell.attack)
+                metrics = evaluate(
+                    cell, defense, attack, model, dataset, x_test, y_test, cfg, dev, report
+                )
             record = {
                 **cell.to_dict(),
                 "strength": cell.params.get(defense.strength) if defense.strength else None,
+                "stochastic": defense.stochastic,
                 "clean_accuracy": clean_acc,
                 "clean_accuracy_std": clean_std,
                 "n_clean": len(x_test),
@@ -137,7 +154,13 @@ def run(
             store.append(record)
             done += 1
             report("cells", "cells", done, len(cells))
-    return [store.records[c.key] for c in cells]
+    return _finish(out, [store.records[c.key] for c in cells], reg)
+
+
+def _finish(out: Path, lines: list[dict[str, Any]], reg: Registry) -> list[dict[str, Any]]:
+    """Write ``sanity.json`` (gradient-masking checks per defense) beside the results."""
+    write_report(out, lines, registry_traits(reg))
+    return lines
 
 
 def evaluate(
@@ -155,17 +178,20 @@ def evaluate(
     """Attack ``cell.n_test`` test images and score the adversarial examples on ``model``."""
     if attack is None:
         return {"n_examples": 0, "attack_success_rate": None, "attack_success_rate_std": None,
-                "defense_rate": None}
+                "defense_rate": None, "grad_std": None, "grad_sign_std": None}
     _seed(cell.key)
     x, y = x_test[: cell.n_test], y_test[: cell.n_test]
     targets = None
     if cell.targeted:
         x, y, targets = targeted_pairs(x, y, dataset.arch.n_classes)
-    classifier = Classifier(
-        crafting_model(cell.setting, defense, model), x.shape[1:], dataset.arch.n_classes,
+    n_classes = dataset.arch.n_classes
+    deviation = _gradient_deviation(defense, attack, model, x, y, targets, n_classes, cfg, device)
+    classifier = crafting_classifier(
+        cell.setting, defense, model, x.shape[1:], n_classes,
         eot_samples=cell.eot_samples, device=str(device),
     )
-    label = f"{cell.defense} {cell.attack} {cell.setting} ε={cell.attack_strength:g}"
+    label = (f"{cell.defense} {cell.attack} {cell.setting} "
+             f"{attack.strength}={cell.attack_strength:g}")
     chunks = []
     for i in range(0, len(x), cfg.batch_size):
         sl = slice(i, i + cfg.batch_size)
@@ -176,10 +202,36 @@ def evaluate(
     adv_preds = predictions(model, adv, cell.repeats, cfg.batch_size)
     clean_preds = None if targets is not None else predictions(model, x, cell.repeats)
     asr, asr_std = attack_success(adv_preds, y, targets, clean_preds)
+    delta = (adv - x).reshape(len(x), -1)
     return {
         "n_examples": len(x),
         "attack_success_rate": asr,
         "attack_success_rate_std": asr_std,
         "defense_rate": 1.0 - asr,
-        "linf": float(np.abs(adv - x).max()),
+        "linf": float(np.abs(delta).max()),
+        "l2_mean": float(np.linalg.norm(delta, axis=1).mean()),
+        **deviation,
     }
+
+
+def _gradient_deviation(
+    defense: Defense,
+    attack: Attack,
+    model: nn.Module,
+    x: np.ndarray,
+    y: np.ndarray,
+    targets: np.ndarray | None,
+    n_classes: int,
+    cfg: RunConfig,
+    device: torch.device,
+) -> dict[str, float | None]:
+    """Table 1's input-gradient deviation of the deployed model under the attack's loss at the
+    clean inputs (whatever the setting: it is the defense's property). A defense declared
+    deterministic has 0 by definition, which saves ``grad_samples`` passes."""
+    if cfg.grad_samples < 2:
+        return {"grad_std": None, "grad_sign_std": None}
+    if not defense.stochastic:
+        return {"grad_std": 0.0, "grad_sign_std": 0.0}
+    deployed = Classifier(model, x.shape[1:], n_classes, device=str(device))
+    return gradient_deviation(deployed, attack.loss, x, y, targets, cfg.grad_samples,
+                              cfg.batch_size)

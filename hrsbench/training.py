@@ -19,9 +19,10 @@ ProgressFn = Callable[[str, int, int], None]  # (label, done, total)
 class Trainer:
     """Trains models on one dataset's training split; what a defense's ``fit`` receives.
 
-    ``key`` identifies everything above the model itself (dataset, subset, epochs, seed, code
-    version), so a defense can cache pieces (HRS caches one file per channel) by
-    ``self.key_for(...)`` and be sure they match this run.
+    ``key`` identifies everything that determines training except the defense (dataset, subset,
+    epochs, seed, code version): a defense caches checkpoints or pieces under
+    ``self.key_for(its name, the parameters that matter, ...)``, so HRS can reuse one channel
+    file across widths.
     """
 
     x: torch.Tensor
