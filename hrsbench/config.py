@@ -74,36 +74,29 @@ def _check_keys(table: dict[str, Any], cls: type, where: str) -> None:
             raise HrsbenchError(f"{where}: unknown config key {key!r}{hint}")
 
 
+def _entries(data: dict[str, Any], table: str, cls: type, source: str) -> list[Any]:
+    """The ``[[table]]`` array as ``cls`` objects, each checked for unknown keys and a name."""
+    out = []
+    for i, entry in enumerate(data.get(table, [])):
+        where = f"{source}: {table}[{i}]"
+        _check_keys(entry, cls, where)
+        if "name" not in entry:
+            raise HrsbenchError(f"{where}: missing 'name'")
+        out.append(cls(**entry))
+    return out
+
+
 def parse_config(data: dict[str, Any], source: str = "config") -> RunConfig:
     _check_keys(data, RunConfig, source)
     top = {k: v for k, v in data.items() if k not in ("defenses", "attacks", "threats")}
-    defenses = []
-    for i, d in enumerate(data.get("defenses", [])):
-        where = f"{source}: defenses[{i}]"
-        _check_keys(d, DefenseEntry, where)
-        if "name" not in d:
-            raise HrsbenchError(f"{where}: missing 'name'")
-        defenses.append(DefenseEntry(**d))
-    attacks = []
-    for i, a in enumerate(data.get("attacks", [])):
-        where = f"{source}: attacks[{i}]"
-        _check_keys(a, AttackEntry, where)
-        if "name" not in a:
-            raise HrsbenchError(f"{where}: missing 'name'")
-        entry = AttackEntry(**a)
+    defenses = _entries(data, "defenses", DefenseEntry, source)
+    attacks = _entries(data, "attacks", AttackEntry, source)
+    for i, entry in enumerate(attacks):
         bad = [s for s in entry.settings if s not in SETTINGS]
         if bad:
-            raise HrsbenchError(
-                f"{where}: unknown setting {bad[0]!r}; choose from {', '.join(SETTINGS)}"
-            )
-        attacks.append(entry)
-    threats = []
-    for i, t in enumerate(data.get("threats", [])):
-        where = f"{source}: threats[{i}]"
-        _check_keys(t, ThreatEntry, where)
-        if "name" not in t:
-            raise HrsbenchError(f"{where}: missing 'name'")
-        threats.append(ThreatEntry(**t))
+            raise HrsbenchError(f"{source}: attacks[{i}]: unknown setting {bad[0]!r}; "
+                                f"choose from {', '.join(SETTINGS)}")
+    threats = _entries(data, "threats", ThreatEntry, source)
     try:
         cfg = RunConfig(**top, defenses=defenses, attacks=attacks, threats=threats)
     except TypeError as e:

@@ -123,6 +123,15 @@ def replace_stage(
     return OrderedDict((k, module if k == name else v) for k, v in stages.items())
 
 
+def without(model: nn.Module, kind: type[nn.Module]) -> nn.Sequential:
+    """The same stages (weights shared) with every ``kind`` stage replaced by Identity: a
+    stochastic defense's fixed-randomness surrogate, keeping the state-dict keys intact."""
+    stages = model.named_children()
+    return nn.Sequential(
+        OrderedDict((n, nn.Identity() if isinstance(m, kind) else m) for n, m in stages)
+    )
+
+
 def seeded_init(model: nn.Module, seed: int) -> nn.Module:
     """Re-initialise every parameter from ``seed`` so that a model depends on its seed alone."""
     gen_state = torch.random.get_rng_state()

@@ -7,7 +7,6 @@ layers), with one rate for training and one for deployment.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +14,7 @@ import torch
 from torch import nn
 
 from hrsbench import Dataset, Defense, base_stages, hookimpl, replace_stage
+from hrsbench.models import without
 
 
 class AlwaysOnDropout(nn.Module):
@@ -49,13 +49,6 @@ def _check_rate(rate: float) -> None:
     if not 0.0 <= rate < 1.0:
         raise ValueError(f"a dropout rate must be in [0, 1), got {rate}")
 
-
-def without(model: nn.Module, kind: type[nn.Module]) -> nn.Sequential:
-    """The same stages (weights shared) with every ``kind`` stage replaced by Identity."""
-    stages = model.named_children()
-    return nn.Sequential(
-        OrderedDict((name, nn.Identity() if isinstance(m, kind) else m) for name, m in stages)
-    )
 
 
 @dataclass

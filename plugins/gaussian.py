@@ -10,7 +10,6 @@ stop over-fitting — kept here on both datasets, so this model is the base plus
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +18,7 @@ import torch
 from torch import nn
 
 from hrsbench import Dataset, Defense, HrsbenchError, base_stages, hookimpl, insert_stages
+from hrsbench.models import without
 
 #: (init, inner) deviations by dataset when not given (appendix C.2).
 DEFAULTS: dict[str, tuple[float, float]] = {"mnist": (0.2, 0.1), "cifar10": (0.02, 0.01)}
@@ -41,13 +41,6 @@ class GaussianNoise(nn.Module):
     def extra_repr(self) -> str:
         return f"std={self.std}"
 
-
-def without(model: nn.Module, kind: type[nn.Module]) -> nn.Sequential:
-    """The same stages (weights shared) with every ``kind`` stage replaced by Identity."""
-    stages = model.named_children()
-    return nn.Sequential(
-        OrderedDict((name, nn.Identity() if isinstance(m, kind) else m) for name, m in stages)
-    )
 
 
 @dataclass

@@ -7,7 +7,6 @@ here are trained exactly as the base model's (SAP absent) and pruning only acts 
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +14,7 @@ import torch
 from torch import nn
 
 from hrsbench import Dataset, Defense, Trainer, base_stages, hookimpl, insert_stages
+from hrsbench.models import without
 
 #: Below this, a probability counts as zero (keeps 1/p and log1p(-p) finite).
 _TINY = 1e-12
@@ -65,14 +65,6 @@ class StochasticActivationPruning(nn.Module):
     def extra_repr(self) -> str:
         return f"draws={self.draws}"
 
-
-def without(model: nn.Module, kind: type[nn.Module]) -> nn.Sequential:
-    """The same stages (and weights, shared) with every ``kind`` stage replaced by Identity;
-    names are kept so the state dict matches the original's."""
-    stages = model.named_children()
-    return nn.Sequential(
-        OrderedDict((name, nn.Identity() if isinstance(m, kind) else m) for name, m in stages)
-    )
 
 
 def standard_weights_key(trainer: Trainer) -> str:
