@@ -21,7 +21,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from hrsbench_plugins.sap import standard_weights_key
 
 import hrsbench
 from hrsbench import Classifier, Defense, ModelCache, Trainer
@@ -108,11 +107,6 @@ def main() -> None:
         print(f"{row.label}: {defense}", file=sys.stderr, flush=True)
         model, seconds = trained(defense, dataset, trainer)
         total_train += seconds
-        if row.defense == "base":
-            # SAP trains exactly as the base (same seeded init, SAP absent, same schedule and
-            # RNG stream; tests/test_baselines.py checks the weights come out equal), so its
-            # shared standard weights are these: no second identical training.
-            trainer.cache.save(standard_weights_key(trainer), model)
         torch.manual_seed(args.seed)
         passes = args.passes if defense.stochastic else 1
         accs = np.array([accuracy(model, x_test, y_test) for _ in range(passes)])

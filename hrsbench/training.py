@@ -40,6 +40,19 @@ class Trainer:
     def key_for(self, *parts: Any) -> str:
         return stable_hash([self.key, *parts])
 
+    def fit_standard(self, model: nn.Module, label: str = "standard") -> nn.Module:
+        """Train all of ``model``'s weights on the plain schedule, once per run-level key.
+
+        The base model and every defense whose weights are the base's (SAP prunes post hoc)
+        call this with the same seeded initialisation, so they share one training and one file
+        instead of training identical weights twice.
+        """
+        key = self.key_for("standard-training")
+        if not self.cache.load(key, model):
+            self.fit(model, checkpoint=key, label=label)
+            self.cache.save(key, model)
+        return model.eval()
+
     def fit(
         self,
         model: nn.Module,

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from hrsbench import Dataset, Defense, base_model, hookimpl
+from hrsbench import Dataset, Defense, Trainer, base_model, hookimpl
 
 
 @dataclass
@@ -15,6 +15,10 @@ class Base(Defense):
 
     def build(self, dataset: Dataset) -> nn.Module:
         return base_model(dataset.arch)
+
+    def fit(self, model: nn.Module, trainer: Trainer) -> None:
+        """The plain schedule, shared with SAP (whose weights are the base's)."""
+        trainer.fit_standard(model, label=self.name)
 
 
 @hookimpl

@@ -66,15 +66,6 @@ class StochasticActivationPruning(nn.Module):
         return f"draws={self.draws}"
 
 
-
-def standard_weights_key(trainer: Trainer) -> str:
-    """Cache key of the base model's standard training under ``trainer``'s schedule.
-
-    Every SAP parameter set (a ``draws`` sweep) shares these weights: pruning is post hoc.
-    """
-    return trainer.key_for("standard-training")
-
-
 @dataclass
 class SAP(Defense):
     """SAP after ``relu_fc1``; ``draws`` = number of draws as a fraction of that layer's width.
@@ -104,11 +95,7 @@ class SAP(Defense):
     def fit(self, model: nn.Module, trainer: Trainer) -> None:
         """Standard training with SAP absent (post hoc, as Dhillon et al.), cached once for
         every ``draws``; the model's parameters and initialisation order are the base's."""
-        plain = self.surrogate(model)
-        key = standard_weights_key(trainer)
-        if not trainer.cache.load(key, plain):
-            trainer.fit(plain, checkpoint=key, label=self.name)
-            trainer.cache.save(key, plain)
+        trainer.fit_standard(self.surrogate(model), label=self.name)
         model.eval()
 
     def surrogate(self, model: nn.Module) -> nn.Module:

@@ -132,4 +132,6 @@ def test_model_is_obtained_once_for_all_cells(reg, tmp_path, data_dir, shared_ca
     monkeypatch.setattr(runner, "obtain_model", lambda *a: calls.append(1) or real(*a))
     lines = go(reg, tmp_path, data_dir, shared_cache)
     assert len(calls) == 1 and len({r["model_key"] for r in lines}) == 1
-    assert len(list(shared_cache.glob("*.pt"))) == 1
+    # The model's file, and the base's standard training that SAP would share.
+    assert len(list(shared_cache.glob("*.pt"))) == 2
+    assert not list(shared_cache.glob("*.partial.pt"))
