@@ -19,12 +19,14 @@ import time
 from pathlib import Path
 
 import torch
-from hrsbench_plugins.datasets import MNIST
-from hrsbench_plugins.hrs import HRS, all_paths
+from hrsbench_plugins.hrs import all_paths
 
-from hrsbench import ModelCache, Trainer, base_model
-from hrsbench.cache import stable_hash
-from hrsbench.models import seeded_init
+from hrsbench import ModelCache, Trainer
+from hrsbench.cells import expand
+from hrsbench.config import DefenseEntry, RunConfig
+from hrsbench.params import instantiate
+from hrsbench.plugins import registry
+from hrsbench.runner import obtain_model
 from hrsbench.training import predict_logits
 
 
@@ -59,45 +61,42 @@ def path_accuracies(model, x: torch.Tensor, y: torch.Tensor, batch: int = 250) -
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--channels", default="10x10")
-    ap.add_argument("--n-train", type=int, default=60000)
+    ap.add_argument("--n-train", type=int, default=None, help="default: all 60,000")
     ap.add_argument("--epochs", type=int, default=5, help="base model epochs = epochs per block")
     ap.add_argument("--n-test", type=int, default=10000)
     ap.add_argument("--n-path-test", type=int, default=1000)
     ap.add_argument("--repeats", type=int, default=5, help="stochastic predictions per image")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--cache", type=Path, default=Path("/tmp/hrs-cache"))
+    ap.add_argument("--cache", type=Path, default=None,
+                    help="model cache; default $HRSBENCH_CACHE or ~/.cache, as hrsbench run")
     args = ap.parse_args()
 
-    data = MNIST()
+    # The models come from the engine's cells, keyed exactly as `hrsbench run` keys them: a run
+    # with the same dataset, epochs, seed and training subset (the mnist-paper presets) and this
+    # benchmark train each model once between them, whichever runs first.
+    cfg = RunConfig(dataset="mnist", n_train=args.n_train, epochs=args.epochs, seed=args.seed,
+                    defenses=[DefenseEntry("base"),
+                              DefenseEntry("hrs", {"channels": args.channels})])
+    reg = registry()
+    data = reg.get("dataset", "mnist")()
     x, y = (torch.from_numpy(a) for a in data.load("train", args.n_train))
     xt, yt = (torch.from_numpy(a) for a in data.load("test", args.n_test))
-    trainer = Trainer(
-        x,
-        y,
-        epochs=args.epochs,
-        seed=args.seed,
-        cache=ModelCache(args.cache),
-        key=stable_hash(["hrs_accuracy", data.name, args.n_train, args.epochs, args.seed]),
-        progress=progress_printer(),
-    )
-
-    t0 = time.perf_counter()
-    base = seeded_init(base_model(data.arch), args.seed)
-    key = trainer.key_for("base")
-    if not trainer.cache.load(key, base):
-        trainer.fit(base, checkpoint=key, label="base")
-        trainer.cache.save(key, base)
-    t1 = time.perf_counter()
-    defense = HRS(channels=args.channels)
-    model = defense.build(data)
-    defense.fit(model, trainer)
-    t2 = time.perf_counter()
+    cache = ModelCache(args.cache)
+    trained, seconds, defenses = {}, {}, {}
+    for cell in (c for c in expand(cfg, reg) if c.attack == "none"):
+        defense = defenses[cell.defense] = instantiate(reg.get("defense", cell.defense),
+                                                       cell.params, cell.defense)
+        trainer = Trainer(x, y, epochs=args.epochs, seed=args.seed, cache=cache,
+                          key=cell.training_key, progress=progress_printer())
+        trained[cell.defense], seconds[cell.defense] = obtain_model(defense, data, cell, trainer,
+                                                                   cache)
+    base, model = trained["base"], trained["hrs"]
 
     torch.manual_seed(args.seed)
     base_acc = accuracy(predict_logits(base, xt), yt)
     hrs_runs = [accuracy(predict_logits(model, xt), yt) for _ in range(args.repeats)]
     hrs_acc = sum(hrs_runs) / len(hrs_runs)
-    exp_acc = accuracy(predict_logits(defense.expectation(model), xt), yt)
+    exp_acc = accuracy(predict_logits(defenses["hrs"].expectation(model), xt), yt)
     n = args.n_path_test
     paths = path_accuracies(model.eval(), xt[:n], yt[:n])
     base_sub = accuracy(predict_logits(base, xt[:n]), yt[:n])
@@ -123,8 +122,8 @@ def main() -> None:
                 "worst_path_gap": round(worst_gap, 2),
                 "hrs_within_0.3": base_acc - hrs_acc <= 0.3,
                 "every_path_within_1": worst_gap <= 1.0,
-                "base_train_s": round(t1 - t0, 1),
-                "hrs_train_s": round(t2 - t1, 1),
+                "base_train_s": round(seconds["base"], 1),
+                "hrs_train_s": round(seconds["hrs"], 1),
             }
         )
     )

@@ -68,8 +68,12 @@ def run(
         Path | None, typer.Option(help="Model cache; default $HRSBENCH_CACHE or ~/.cache")
     ] = None,
     device: Annotated[str, typer.Option(help="cpu or cuda")] = "cpu",
+    leaderboard: Annotated[
+        Path | None, typer.Option(help="Write the leaderboard here; default OUT/leaderboard.md")
+    ] = None,
 ) -> None:
-    """Train (or load) every defense in CONFIG, run its attacks, append results.jsonl."""
+    """Train (or load) every defense in CONFIG, run its attacks, append results.jsonl, and
+    write the leaderboard and figures of all its results."""
     import torch
 
     from hrsbench.cells import expand
@@ -99,7 +103,8 @@ def run(
     console.print(f"results: {out / 'results.jsonl'}")
     from hrsbench.leaderboard import write_run_reports
 
-    console.print(f"leaderboard: {write_run_reports(out)} (figures in {out / 'plots'})")
+    path = write_run_reports(out, reference=cfg.reference, leaderboard=leaderboard)
+    console.print(f"leaderboard: {path} (figures in {out / 'plots'})")
 
 
 def results_table(lines: list[dict[str, Any]]) -> Table:
@@ -173,12 +178,16 @@ def leaderboard(
     eta: Annotated[float, typer.Option(help="η in DES = Δd / (Δt + η)")] = ETA,
     dt_range: DtRange = None,
     rate_range: RateRange = None,
+    reference: Annotated[
+        Path | None, typer.Option(help="A paper's numbers to print beside ours (TOML)")
+    ] = None,
 ) -> None:
     """Merge result files into one markdown leaderboard ranked by mean DES (docs/des.md)."""
     from hrsbench.leaderboard import write_leaderboard
 
     path, figures = write_leaderboard(results, out, plots=plots, base=base, eta=eta,
-                                      behaviour=_behaviour(dt_range, rate_range))
+                                      behaviour=_behaviour(dt_range, rate_range),
+                                      reference=reference)
     console.print(f"leaderboard: {path}" + (f" ({len(figures)} figure files in {plots})"
                                              if plots else ""))
 

@@ -4,12 +4,11 @@ ignored. Lists inside a defense's or attack's ``params`` are grid axes."""
 from __future__ import annotations
 
 import difflib
+import tomllib
 from dataclasses import asdict, dataclass, field, fields
 from importlib import resources
 from pathlib import Path
 from typing import Any
-
-import tomllib
 
 from hrsbench.cache import stable_hash
 from hrsbench.errors import HrsbenchError
@@ -54,12 +53,17 @@ class RunConfig:
     defenses: list[DefenseEntry] = field(default_factory=list)
     attacks: list[AttackEntry] = field(default_factory=list)
     threats: list[ThreatEntry] = field(default_factory=list)
+    #: A file of a paper's published numbers (:mod:`hrsbench.reference`) to print ours beside:
+    #: a path relative to the config file, or the name of a built-in one (``mnist-paper``).
+    reference: str | None = None
 
     @property
     def hash(self) -> str:
-        """Hash of the config; an empty ``threats`` list is left out so configs written before
-        threats existed keep their hash."""
+        """Hash of what determines the results: an empty ``threats`` list is left out so configs
+        written before threats existed keep their hash, and ``reference`` (what the results are
+        compared with, not how they are made) never counts."""
         d = asdict(self)
+        del d["reference"]
         if not d["threats"]:
             del d["threats"]
         return stable_hash(d)
@@ -110,9 +114,11 @@ def load_config(path: str | Path | None) -> tuple[RunConfig, str]:
     """A config file, or the built-in preset of that name; ``None`` is the quick preset."""
     name = "quick" if path is None else str(path)
     p = Path(name)
+    folder: Any = p.resolve().parent
     if p.exists():
         text, source = p.read_text(), str(p)
     else:
+        folder = resources.files("hrsbench") / "presets"
         preset = resources.files("hrsbench") / "presets" / f"{name}.toml"
         if not preset.is_file():
             raise HrsbenchError(
@@ -123,7 +129,21 @@ def load_config(path: str | Path | None) -> tuple[RunConfig, str]:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise HrsbenchError(f"{source}: invalid TOML: {e}") from None
-    return parse_config(data, source), source
+    cfg = parse_config(data, source)
+    if cfg.reference is not None:
+        cfg.reference = str(reference_path(cfg.reference, folder, source))
+    return cfg, source
+
+
+def reference_path(name: str, folder: Any, source: str) -> Any:
+    """A reference file beside the config, else the built-in reference of that name."""
+    for candidate in (folder / name, resources.files("hrsbench") / "references" / f"{name}.toml"):
+        if candidate.is_file():
+            return candidate
+    builtin = sorted(p.name[:-5] for p in (resources.files("hrsbench") / "references").iterdir()
+                     if p.name.endswith(".toml"))
+    raise HrsbenchError(f"{source}: reference {name!r} is neither a file beside the config nor "
+                        f"a built-in reference ({', '.join(builtin)})")
 
 
 def presets() -> list[str]:

@@ -12,7 +12,7 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -93,8 +93,8 @@ def _finished(record: dict[str, Any]) -> datetime:
     try:
         at = datetime.fromisoformat(str(value))
     except ValueError:
-        return datetime.min.replace(tzinfo=timezone.utc)
-    return at if at.tzinfo else at.replace(tzinfo=timezone.utc)
+        return datetime.min.replace(tzinfo=UTC)
+    return at if at.tzinfo else at.replace(tzinfo=UTC)
 
 
 def merge_results(*paths: str | Path) -> Merged:
@@ -228,12 +228,21 @@ def build_report(
                   behaviour)
 
 
+def last_finished(records: list[dict[str, Any]]) -> datetime | None:
+    """When the newest line was written: a leaderboard dated by its data, not by the clock, is
+    byte-identical when rewritten from unchanged results (a resumed run that had nothing to
+    do leaves the published file untouched)."""
+    times = [_finished(r) for r in records if r.get("finished_at")]
+    return max(times) if times else None
+
+
 def render_markdown(
     report: Report, generated: datetime | None = None, figures: list[str] | None = None
 ) -> str:
     """The leaderboard as markdown: provenance header, duplicates, and per dataset a clean
     accuracy table and one ranked table per attack, strength and setting."""
-    generated = generated or datetime.now(timezone.utc)
+    generated = (generated or last_finished(report.merged.records)
+                 or datetime.now(UTC))
     scored = report.scored
     out = ["# hrsbench leaderboard", ""]
     out += _header(report, generated)
@@ -275,13 +284,14 @@ def _header(report: Report, generated: datetime) -> list[str]:
 
     sources = ", ".join(f"`{p}` ({n} lines)" for p, n in report.merged.sources)
     rows = [
-        ["generated", generated.isoformat(timespec="seconds")],
+        ["data as of", generated.isoformat(timespec="seconds")],
         ["sources", sources],
         ["cells", str(len(report.merged.records))],
         ["hrsbench version(s)", values("hrsbench_version")],
         ["config hashes", values("config_hash")],
         ["seeds", values("seed")],
         ["torch / ART", f"{values('torch_version')} / {values('art_version')}"],
+        ["compute", _compute(report.merged.records)],
         ["base defense", f"`{report.base}`"],
         ["η", f"{report.eta:g}"],
         ["behaviour range", report.behaviour.describe()],
@@ -292,6 +302,19 @@ def _header(report: Report, generated: datetime) -> list[str]:
               "are ranked by mean DES; *via white-box* marks a deterministic defense's white-box "
               "line standing for another setting.")
     return _table(["", ""], rows) + ["", legend]
+
+
+def _compute(records: list[dict[str, Any]]) -> str:
+    """Where the time went, summed over result lines (so a resumed run counts each cell once,
+    whatever its wall clock): model training against everything else (attacks, threats,
+    clean evaluation)."""
+    train = sum(float(r.get("train_time_s") or 0) for r in records)
+    rest = sum(float(r.get("time_s") or 0) for r in records)
+    total = train + rest
+    if total <= 0:
+        return "—"
+    return (f"{total / 60:.1f} min: training {train / 60:.1f} min ({100 * train / total:.0f}%), "
+            f"attacks and evaluation {rest / 60:.1f} min ({100 * rest / total:.0f}%)")
 
 
 def _clean_table(report: Report, data: pd.DataFrame) -> list[str]:
@@ -422,9 +445,11 @@ def write_leaderboard(
     eta: float = ETA,
     behaviour: BehaviourRange | None = None,
     generated: datetime | None = None,
+    reference: str | Path | None = None,
 ) -> tuple[Path, list[Path]]:
     """Merge ``paths``, write the markdown leaderboard to ``out`` and, if ``plots`` is given, the
-    figures there (linked from the markdown); returns the markdown path and the figure paths."""
+    figures there (linked from the markdown); with ``reference``, a paper's numbers beside ours
+    (:mod:`hrsbench.reference`). Returns the markdown path and the figure paths."""
     report = build_report(merge_results(*paths), base=base, eta=eta, behaviour=behaviour)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -443,18 +468,37 @@ def write_leaderboard(
     table = reprogramming_table(threats, base=base, eta=eta) if not threats.empty else None
     if table is not None and not table.empty:
         text += "\n" + reprogramming_markdown(table, "Adversarial reprogramming") + "\n"
-    out.write_text(text, encoding="utf-8")
+    if reference is not None:
+        from hrsbench.reference import load_reference, reference_markdown
+
+        text += "\n".join(reference_markdown(load_reference(reference), report.scored,
+                                             report.summary)) + "\n"
+    atomic_write_text(out, text)
     return out, figures
 
 
-def write_run_reports(out_dir: str | Path, base: str = BASE, eta: float = ETA) -> Path | None:
-    """What ``hrsbench run`` leaves beside its ``results.jsonl``: ``leaderboard.md`` and its
-    figures under ``plots/``; nothing if the run wrote no results."""
+def atomic_write_text(path: Path, text: str) -> None:
+    """Replace ``path`` in one step: an interrupted rewrite never leaves half a leaderboard."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def write_run_reports(
+    out_dir: str | Path,
+    base: str = BASE,
+    eta: float = ETA,
+    reference: str | Path | None = None,
+    leaderboard: str | Path | None = None,
+) -> Path | None:
+    """What ``hrsbench run`` leaves beside its ``results.jsonl``: ``leaderboard.md`` (or the
+    ``leaderboard`` path asked for) and its figures under ``plots/``; nothing if the run wrote
+    no results."""
     out_dir = Path(out_dir)
     results = out_dir / "results.jsonl"
     if not results.is_file():
         return None
-    path, _ = write_leaderboard([results], out_dir / "leaderboard.md", plots=out_dir / "plots",
-                                base=base, eta=eta)
+    path, _ = write_leaderboard([results], leaderboard or out_dir / "leaderboard.md",
+                                plots=out_dir / "plots", base=base, eta=eta, reference=reference)
     return path
 

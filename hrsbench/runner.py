@@ -9,7 +9,7 @@ from __future__ import annotations
 import platform
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -147,7 +147,7 @@ def run(
                 "config_hash": config_hash or cfg.hash,
                 "train_time_s": train_s,
                 "time_s": time.perf_counter() - start,
-                "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
                 **provenance(),
             }
             train_s = 0.0  # charged once, to the first line of the model

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,7 @@ from hrsbench.cli import app
 from hrsbench.errors import HrsbenchError
 from hrsbench.leaderboard import merge_results, write_leaderboard, write_run_reports
 
-GENERATED = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+GENERATED = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
 
 def line(defense: str, params: dict[str, Any], clean: float, attack: str = "pgd",
@@ -93,7 +93,7 @@ def test_leaderboard_markdown_is_one_coherent_report(runs: tuple[Path, Path],
     a, b = runs
     md, _ = write_leaderboard([a, b], tmp_path / "lb.md", generated=GENERATED)
     text = md.read_text()
-    assert "| generated | 2026-01-02T03:04:05+00:00 |" in text
+    assert "| data as of | 2026-01-02T03:04:05+00:00 |" in text
     assert f"`{a}` (6 lines), `{b}` (4 lines)" in text
     assert "`cfg-base`, `cfg-dropout`, `cfg-hrs`" in text
     assert "## Duplicate cells" in text and "most recent finished_at" in text

@@ -1,0 +1,164 @@
+"""A paper's published numbers beside ours: the "against the paper" section of a leaderboard.
+
+A reproduction is only readable next to what it reproduces. A reference file (TOML) lists the
+values a paper reports, each keyed by the fields our result lines carry (defense, parameters,
+attack, ε, setting), so the leaderboard can look up the measured value for every one of them
+and print both, with the difference. Entries that nothing in the results matches say so rather
+than vanish: a missing cell is a finding too.
+
+Format (every table optional; ``params`` and ``attack_params`` match as subsets)::
+
+    title = "Wang et al., IJCAI 2019"
+
+    [[entries]]
+    metric = "clean_accuracy"      # or mean_des, grad_std, attack_success_rate
+    source = "Table A2"
+    defense = "dropout"            # a family name for mean_des
+    params = { test_rate = 0.1 }
+    paper = 0.9898                 # fractions for rates, like every rate in hrsbench
+    # attack, attack_strength, setting, attack_params: the threat, for all but clean_accuracy
+    # note = "…"                   # a caveat printed with the row
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from hrsbench.errors import HrsbenchError
+
+#: What an entry can compare, and whether it is a rate (printed as a percentage).
+METRICS = {"clean_accuracy": True, "attack_success_rate": True, "mean_des": False,
+           "grad_std": False}
+#: A paper's ε is printed to a few digits (64/255 = 0.2509804); this tolerance matches it.
+EPS_TOL = 1e-6
+
+
+@dataclass(frozen=True)
+class Entry:
+    metric: str
+    paper: float
+    source: str = ""
+    defense: str = ""
+    params: dict[str, Any] = field(default_factory=dict)
+    attack: str | None = None
+    attack_strength: float | None = None
+    setting: str | None = None
+    attack_params: dict[str, Any] = field(default_factory=dict)
+    note: str = ""
+
+    def label(self) -> str:
+        what = " ".join([self.defense, *(f"{k}={v}" for k, v in sorted(self.params.items()))])
+        if self.attack:
+            what += f" · {self.attack}"
+            if self.attack_strength is not None:
+                what += f" ε={self.attack_strength:.4g}"
+            what += f" {self.setting or ''}".rstrip()
+        return what
+
+
+@dataclass(frozen=True)
+class Reference:
+    title: str
+    entries: list[Entry]
+
+
+def load_reference(path: str | Path) -> Reference:
+    """Read a reference file; an unknown metric or key is an error naming the entry."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise HrsbenchError(f"{path}: no such reference file") from None
+    except tomllib.TOMLDecodeError as e:
+        raise HrsbenchError(f"{path}: not valid TOML ({e})") from None
+    unknown = set(data) - {"title", "entries"}
+    if unknown:
+        raise HrsbenchError(f"{path}: unknown key(s) {sorted(unknown)}; use title, entries")
+    keys = set(Entry.__dataclass_fields__)
+    entries = []
+    for i, raw in enumerate(data.get("entries", []), start=1):
+        bad = set(raw) - keys
+        if bad:
+            raise HrsbenchError(f"{path}: entry {i} has unknown key(s) {sorted(bad)}; valid: "
+                                f"{', '.join(sorted(keys))}")
+        if raw.get("metric") not in METRICS:
+            raise HrsbenchError(f"{path}: entry {i} has metric {raw.get('metric')!r}; use one "
+                                f"of {', '.join(METRICS)}")
+        if "paper" not in raw:
+            raise HrsbenchError(f"{path}: entry {i} lacks the paper's value (key 'paper')")
+        entries.append(Entry(**raw))
+    return Reference(str(data.get("title", path.stem)), entries)
+
+
+def _subset(want: dict[str, Any], have: Any) -> bool:
+    have = have if isinstance(have, dict) else {}
+    return all(k in have and have[k] == v for k, v in want.items())
+
+
+def _threat_mask(e: Entry, df: pd.DataFrame) -> pd.Series:
+    mask = pd.Series(True, index=df.index)
+    if e.attack is not None:
+        mask &= df["attack"] == e.attack
+    if e.attack_strength is not None:
+        mask &= (pd.to_numeric(df["attack_strength"]) - e.attack_strength).abs() <= EPS_TOL
+    if e.setting is not None:
+        mask &= df["setting"] == e.setting
+    if e.attack_params and "attack_params" in df.columns:
+        mask &= df["attack_params"].map(lambda p: _subset(e.attack_params, p))
+    return mask
+
+
+def measured(e: Entry, scored: pd.DataFrame, summary: pd.DataFrame) -> float | None:
+    """Our value for ``e``: the mean over matching lines (several seeds or runs), or None."""
+    if e.metric == "mean_des":
+        if summary.empty:
+            return None
+        rows = summary[(summary["defense"] == e.defense) & _threat_mask(e, summary)]
+        values = rows["mean_des"].dropna()
+    else:
+        lines = scored[(scored["defense"] == e.defense)
+                       & scored["params"].map(lambda p: _subset(e.params, p))]
+        if e.metric == "clean_accuracy":
+            # One value per trained model: the clean line where there is one.
+            lines = lines.sort_values("attack", key=lambda a: a != "none", kind="stable")
+            lines = lines.drop_duplicates(subset=["params_key", "seed", "epochs", "n_train"])
+        else:
+            lines = lines[_threat_mask(e, lines) & ~lines["via_whitebox"].astype(bool)]
+        values = lines[e.metric].dropna() if e.metric in lines else pd.Series(dtype=float)
+    return float(values.astype(float).mean()) if len(values) else None
+
+
+def _fmt(value: float | None, rate: bool) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    return f"{100 * value:.2f}%" if rate else f"{value:.4g}"
+
+
+def reference_markdown(ref: Reference, scored: pd.DataFrame, summary: pd.DataFrame) -> list[str]:
+    """The comparison as markdown lines: one table per metric, in the file's order."""
+    out = ["", f"## Against the paper: {ref.title}", "",
+           "Each row is a value the paper reports and ours for the same cell (mean over "
+           "matching lines); differences are ours minus the paper's, in percentage points for "
+           "rates. \"not run\" marks a cell this leaderboard's results do not contain."]
+    for metric, rate in METRICS.items():
+        entries = [e for e in ref.entries if e.metric == metric]
+        if not entries:
+            continue
+        out += ["", f"### {metric.replace('_', ' ')}", "",
+                "| source | cell | paper | hrsbench | difference | note |", "|---" * 6 + "|"]
+        for e in entries:
+            ours = measured(e, scored, summary)
+            if ours is None:
+                diff = "not run"
+            else:
+                d = ours - e.paper
+                diff = f"{100 * d:+.2f} pp" if rate else f"{d:+.4g}"
+            out.append(f"| {e.source} | {e.label()} | {_fmt(e.paper, rate)} | "
+                       f"{_fmt(ours, rate)} | {diff} | {e.note} |")
+    return out

@@ -1,0 +1,134 @@
+"""A paper's numbers beside ours: lookup of each reference entry in the results, the rendered
+comparison, bad reference files, and the config key that names one."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from hrsbench.config import load_config
+from hrsbench.errors import HrsbenchError
+from hrsbench.leaderboard import build_report, merge_results, write_leaderboard
+from hrsbench.reference import load_reference
+from tests.test_leaderboard import line, write
+
+REFERENCE = """
+title = "Toy paper"
+
+[[entries]]
+metric = "clean_accuracy"
+source = "Table A"
+defense = "dropout"
+params = { test_rate = 0.1 }
+paper = 0.99
+
+[[entries]]
+metric = "attack_success_rate"
+source = "Table B"
+defense = "dropout"
+params = { test_rate = 0.3 }
+attack = "pgd"
+attack_strength = 0.1
+setting = "whitebox"
+paper = 0.40
+
+[[entries]]
+metric = "mean_des"
+source = "Table C"
+defense = "dropout"
+attack = "pgd"
+attack_strength = 0.1000000001
+setting = "whitebox"
+paper = 2.0
+note = "setting assumed"
+
+[[entries]]
+metric = "clean_accuracy"
+source = "Table A"
+defense = "hrs"
+params = { channels = "30x30" }
+paper = 0.9885
+"""
+
+
+@pytest.fixture
+def results(tmp_path: Path) -> Path:
+    return write(tmp_path / "r.jsonl", [
+        line("base", {}, 0.99, "none"),
+        line("base", {}, 0.99, asr=0.90),
+        line("dropout", {"test_rate": 0.1, "train_rate": None}, 0.98, "none"),
+        line("dropout", {"test_rate": 0.1, "train_rate": None}, 0.98, asr=0.70),
+        line("dropout", {"test_rate": 0.3, "train_rate": None}, 0.95, asr=0.50),
+    ])
+
+
+def test_entries_are_matched_by_subset_and_eps_tolerance(results: Path, tmp_path: Path) -> None:
+    ref = tmp_path / "ref.toml"
+    ref.write_text(REFERENCE)
+    md, _ = write_leaderboard([results], tmp_path / "lb.md", reference=ref)
+    text = md.read_text()
+    assert "## Against the paper: Toy paper" in text
+    # Clean accuracy of dropout 0.1 from its clean line: 98 % vs the paper's 99 %.
+    assert "| Table A | dropout test_rate=0.1 | 99.00% | 98.00% | -1.00 pp |  |" in text
+    assert "| Table B | dropout test_rate=0.3 · pgd ε=0.1 whitebox | 40.00% | 50.00% | +10.00 pp" \
+        in text
+    # Mean DES by hand: base defends 10 %. test_rate 0.1: Δd = 0.20, Δt = 0.01 → 0.20/0.012;
+    # test_rate 0.3: Δd = 0.40, Δt = 0.04 → 0.40/0.042. Mean = 17.9563…
+    des = (0.20 / 0.012 + 0.40 / 0.042) / 2
+    assert f"| Table C | dropout · pgd ε=0.1 whitebox | 2 | {des:.4g} | {des - 2:+.4g} | " \
+           "setting assumed |" in text
+    # A cell the results lack is reported, not dropped.
+    assert "| Table A | hrs channels=30x30 | 98.85% | — | not run |" in text
+
+
+def test_measured_values_match_the_report(results: Path, tmp_path: Path) -> None:
+    from hrsbench.reference import measured
+
+    ref = tmp_path / "ref.toml"
+    ref.write_text(REFERENCE)
+    report = build_report(merge_results(results))
+    values = [measured(e, report.scored, report.summary) for e in load_reference(ref).entries]
+    assert values[0] == pytest.approx(0.98)
+    assert values[1] == pytest.approx(0.50)
+    assert values[3] is None
+
+
+@pytest.mark.parametrize("text, message", [
+    ('[[entries]]\nmetric = "accuracy"\npaper = 1', "metric 'accuracy'"),
+    ('[[entries]]\nmetric = "mean_des"\npaper = 1\nstrenght = 2', "unknown key(s) ['strenght']"),
+    ('[[entries]]\nmetric = "mean_des"', "lacks the paper's value"),
+    ('titel = "x"', "unknown key(s) ['titel']"),
+    ("[[entries", "not valid TOML"),
+])
+def test_bad_reference_files_name_the_fix(tmp_path: Path, text: str, message: str) -> None:
+    ref = tmp_path / "ref.toml"
+    ref.write_text(text)
+    with pytest.raises(HrsbenchError, match=re.escape(message)):
+        load_reference(ref)
+
+
+def test_config_reference_resolves_beside_the_file_or_builtin(tmp_path: Path) -> None:
+    (tmp_path / "mine.toml").write_text(REFERENCE)
+    cfg_file = tmp_path / "run.toml"
+    cfg_file.write_text('reference = "mine.toml"\n[[defenses]]\nname = "base"\n')
+    cfg, _ = load_config(cfg_file)
+    assert Path(cfg.reference) == tmp_path / "mine.toml"
+    # The reference does not change what is computed, so not the config hash either.
+    plain = tmp_path / "plain.toml"
+    plain.write_text('[[defenses]]\nname = "base"\n')
+    assert load_config(plain)[0].hash == cfg.hash
+    cfg_file.write_text('reference = "mnist-paper"\n[[defenses]]\nname = "base"\n')
+    assert load_reference(load_config(cfg_file)[0].reference).entries
+    cfg_file.write_text('reference = "nope"\n[[defenses]]\nname = "base"\n')
+    with pytest.raises(HrsbenchError, match="reference 'nope' is neither"):
+        load_config(cfg_file)
+
+
+def test_rewriting_from_the_same_results_is_byte_identical(results: Path, tmp_path: Path) -> None:
+    """Dated by the data, not the clock: a rerun with nothing to do changes no published file."""
+    first = write_leaderboard([results], tmp_path / "a.md")[0].read_text()
+    second = write_leaderboard([results], tmp_path / "a.md")[0].read_text()
+    assert first == second
+    assert "| data as of | 2026-01-01T00:00:00+00:00 |" in first
