@@ -45,6 +45,15 @@ paper = 2.0
 note = "setting assumed"
 
 [[entries]]
+metric = "defense_rate"
+source = "Table D"
+defense = "dropout"
+params = { test_rate = 0.3 }
+attack = "pgd"
+setting = "whitebox"
+paper = 0.5
+
+[[entries]]
 metric = "clean_accuracy"
 source = "Table A"
 defense = "hrs"
@@ -61,6 +70,8 @@ def results(tmp_path: Path) -> Path:
         line("dropout", {"test_rate": 0.1, "train_rate": None}, 0.98, "none"),
         line("dropout", {"test_rate": 0.1, "train_rate": None}, 0.98, asr=0.70),
         line("dropout", {"test_rate": 0.3, "train_rate": None}, 0.95, asr=0.50),
+        line("dropout", {"test_rate": 0.3, "train_rate": None}, 0.95, eps=0.2, asr=0.80),
+        line("dropout", {"test_rate": 0.3, "train_rate": None}, 0.95, setting="eot", asr=0.9),
     ])
 
 
@@ -92,7 +103,9 @@ def test_measured_values_match_the_report(results: Path, tmp_path: Path) -> None
     values = [measured(e, report.scored, report.summary) for e in load_reference(ref).entries]
     assert values[0] == pytest.approx(0.98)
     assert values[1] == pytest.approx(0.50)
-    assert values[3] is None
+    # No ε given: the mean over both white-box strengths, (0.5 + 0.2) / 2; EOT left out.
+    assert values[3] == pytest.approx(0.35)
+    assert values[4] is None
 
 
 @pytest.mark.parametrize("text, message", [
