@@ -23,6 +23,7 @@ Format (every table optional; ``params`` and ``attack_params`` match as subsets)
 
 from __future__ import annotations
 
+import json
 import math
 import tomllib
 from dataclasses import dataclass, field
@@ -60,6 +61,7 @@ class Entry:
             if self.attack_strength is not None:
                 what += f" ε={self.attack_strength:.4g}"
             what += f" {self.setting or ''}".rstrip()
+            what += "".join(f" {k}={v}" for k, v in sorted(self.attack_params.items()))
         return what
 
 
@@ -110,8 +112,11 @@ def _threat_mask(e: Entry, df: pd.DataFrame) -> pd.Series:
         mask &= (pd.to_numeric(df["attack_strength"]) - e.attack_strength).abs() <= EPS_TOL
     if e.setting is not None:
         mask &= df["setting"] == e.setting
-    if e.attack_params and "attack_params" in df.columns:
-        mask &= df["attack_params"].map(lambda p: _subset(e.attack_params, p))
+    if e.attack_params:
+        # Result lines carry the dict; family summaries only its canonical JSON key.
+        params = (df["attack_params"] if "attack_params" in df.columns
+                  else df["attack_params_key"].map(json.loads))
+        mask &= params.map(lambda p: _subset(e.attack_params, p))
     return mask
 
 
