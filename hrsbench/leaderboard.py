@@ -237,10 +237,14 @@ def last_finished(records: list[dict[str, Any]]) -> datetime | None:
 
 
 def render_markdown(
-    report: Report, generated: datetime | None = None, figures: list[str] | None = None
+    report: Report,
+    generated: datetime | None = None,
+    figures: list[str] | None = None,
+    summary: list[str] | None = None,
 ) -> str:
-    """The leaderboard as markdown: provenance header, duplicates, and per dataset a clean
-    accuracy table and one ranked table per attack, strength and setting."""
+    """The leaderboard as markdown: provenance header, duplicates, ``summary`` (markdown lines,
+    e.g. the comparison with a paper, shown before the long per-attack tables), and per dataset
+    a clean accuracy table and one ranked table per attack, strength and setting."""
     generated = (generated or last_finished(report.merged.records)
                  or datetime.now(UTC))
     scored = report.scored
@@ -259,6 +263,7 @@ def render_markdown(
             dropped = ", ".join(f"`{o}`" for o in d.dropped)
             out.append(f"- `{d.cell_key}` ({what}): kept `{d.kept}`, dropped {dropped} — "
                        f"{d.reason}")
+    out += summary or []
     if scored.empty:
         out += ["", "No result lines."]
         return "\n".join(out) + "\n"
@@ -464,15 +469,15 @@ def write_leaderboard(
                     if f.suffix != ".md"]
     links = [Path(os.path.relpath(f, out.parent)).as_posix() for f in figures
              if f.suffix == ".png"]
-    text = render_markdown(report, generated, links)
-    table = reprogramming_table(threats, base=base, eta=eta) if not threats.empty else None
-    if table is not None and not table.empty:
-        text += "\n" + reprogramming_markdown(table, "Adversarial reprogramming") + "\n"
+    summary = None
     if reference is not None:
         from hrsbench.reference import load_reference, reference_markdown
 
-        text += "\n".join(reference_markdown(load_reference(reference), report.scored,
-                                             report.summary)) + "\n"
+        summary = reference_markdown(load_reference(reference), report.scored, report.summary)
+    text = render_markdown(report, generated, links, summary)
+    table = reprogramming_table(threats, base=base, eta=eta) if not threats.empty else None
+    if table is not None and not table.empty:
+        text += "\n" + reprogramming_markdown(table, "Adversarial reprogramming") + "\n"
     atomic_write_text(out, text)
     return out, figures
 

@@ -85,7 +85,8 @@ def test_entries_are_matched_by_subset_and_eps_tolerance(results: Path, tmp_path
     ref.write_text(REFERENCE)
     md, _ = write_leaderboard([results], tmp_path / "lb.md", reference=ref)
     text = md.read_text()
-    assert "## Against the paper: Toy paper" in text
+    # The comparison is the headline: before the long per-attack tables.
+    assert text.index("## Against the paper: Toy paper") < text.index("## mnist")
     # Clean accuracy of dropout 0.1 from its clean line: 98 % vs the paper's 99 %.
     assert "| Table A | dropout test_rate=0.1 | 99.00% | 98.00% | -1.00 pp |  |" in text
     assert "| Table B | dropout test_rate=0.3 · pgd ε=0.1 whitebox | 40.00% | 50.00% | +10.00 pp" \
