@@ -43,9 +43,17 @@ def write_plots(report: Report, out_dir: str | Path, formats: Iterable[str] = FO
                       *gradient_figures(report, styles)]:
         for fmt in formats:
             path = out_dir / f"{name}.{fmt}"
-            fig.savefig(path, dpi=150)
+            save_figure(fig, path)
             paths.append(path)
     return paths
+
+
+def save_figure(fig: Figure, path: Path) -> None:
+    """Without a creation date and with fixed SVG ids, so redrawing unchanged results writes
+    the same bytes: a no-op rerun leaves published figures untouched in git."""
+    meta = {"Date": None} if path.suffix in (".svg", ".pdf") else {}
+    with matplotlib.rc_context({"svg.hashsalt": "hrsbench"}):
+        fig.savefig(path, dpi=150, metadata=meta)
 
 
 class Styles:

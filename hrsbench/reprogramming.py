@@ -180,8 +180,10 @@ def write_reprogramming(
     written = [md]
     fig = reprogramming_figure(df)
     if fig is not None:
+        from hrsbench.plots import save_figure  # plots imports leaderboard, which imports us
+
         for fmt in formats:
             path = out / f"reprogramming.{fmt}"
-            fig.savefig(path, dpi=150)
+            save_figure(fig, path)
             written.append(path)
     return written

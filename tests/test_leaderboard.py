@@ -214,3 +214,13 @@ def test_run_reports_land_beside_the_results(tmp_path: Path) -> None:
     assert md == run_dir / "leaderboard.md" and md.is_file()
     assert (run_dir / "plots" / "asr-mnist-pgd-targeted.png").is_file()
     assert write_run_reports(tmp_path / "empty") is None
+
+
+def test_redrawn_figures_are_byte_identical(runs: tuple[Path, Path], tmp_path: Path) -> None:
+    """No date or random ids in the files: a no-op rerun leaves published figures untouched."""
+    a, b = runs
+    _, first = write_leaderboard([a, b], tmp_path / "1.md", plots=tmp_path / "one")
+    _, second = write_leaderboard([a, b], tmp_path / "2.md", plots=tmp_path / "two")
+    assert first and [p.name for p in first] == [p.name for p in second]
+    for p, q in zip(first, second, strict=True):
+        assert p.read_bytes() == q.read_bytes(), p.name
