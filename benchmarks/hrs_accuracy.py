@@ -64,6 +64,8 @@ def main() -> None:
     ap.add_argument("--n-train", type=int, default=None, help="default: all 60,000")
     ap.add_argument("--epochs", type=int, default=5, help="base model epochs = epochs per block")
     ap.add_argument("--n-test", type=int, default=10000)
+    ap.add_argument("--hrs-epochs", default="",
+                    help="HRS epochs per block, e.g. '5,15' (default: --epochs for every block)")
     ap.add_argument("--n-path-test", type=int, default=1000)
     ap.add_argument("--repeats", type=int, default=5, help="stochastic predictions per image")
     ap.add_argument("--seed", type=int, default=0)
@@ -76,7 +78,8 @@ def main() -> None:
     # benchmark train each model once between them, whichever runs first.
     cfg = RunConfig(dataset="mnist", n_train=args.n_train, epochs=args.epochs, seed=args.seed,
                     defenses=[DefenseEntry("base"),
-                              DefenseEntry("hrs", {"channels": args.channels})])
+                              DefenseEntry("hrs", {"channels": args.channels,
+                                                   "epochs": args.hrs_epochs})])
     reg = registry()
     data = reg.get("dataset", "mnist")()
     x, y = (torch.from_numpy(a) for a in data.load("train", args.n_train))
@@ -105,6 +108,7 @@ def main() -> None:
         json.dumps(
             {
                 "channels": args.channels,
+                "hrs_epochs": args.hrs_epochs or None,
                 "n_train": args.n_train,
                 "epochs": args.epochs,
                 "n_test": args.n_test,
