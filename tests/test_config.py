@@ -6,7 +6,7 @@ import pytest
 
 from hrsbench import HrsbenchError
 from hrsbench.cells import expand, grid
-from hrsbench.config import load_config, parse_config
+from hrsbench.config import load_config, parse_config, presets
 from hrsbench.plugins import registry
 
 
@@ -61,3 +61,15 @@ def test_quick_preset_loads():
     assert source == "preset quick" and cfg.dataset == "mnist"
     with pytest.raises(HrsbenchError, match="no config file or preset named 'nope'"):
         load_config("nope")
+
+
+@pytest.mark.parametrize("name", presets())
+def test_every_preset_expands_and_its_reference_loads(name: str) -> None:
+    """A shipped preset that names an unknown plugin, parameter or reference would only fail
+    when a user runs it: expand every one, and load the paper numbers it compares with."""
+    from hrsbench.reference import load_reference
+
+    cfg, _ = load_config(name)
+    assert expand(cfg, registry())
+    if cfg.reference is not None:
+        assert load_reference(cfg.reference).entries
