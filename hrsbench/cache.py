@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,17 +21,22 @@ def stable_hash(obj: Any, length: int = 16) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:length]
 
 
-def atomic_save(obj: Any, path: Path) -> None:
-    """Write to a temporary file beside ``path`` and rename: a kill never leaves half a file."""
+def atomic_write(path: Path, write: Callable[[str], Any]) -> None:
+    """``write(tmp)`` to a temporary file beside ``path``, then rename: a kill never leaves
+    half a file (a checkpoint, a leaderboard)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
     os.close(fd)
     try:
-        torch.save(obj, tmp)
+        write(tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def atomic_save(obj: Any, path: Path) -> None:
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def safe_load(path: Path) -> Any:

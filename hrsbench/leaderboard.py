@@ -18,6 +18,7 @@ from typing import Any
 
 import pandas as pd
 
+from hrsbench.cache import atomic_write
 from hrsbench.des import (
     BASE,
     ETA,
@@ -478,15 +479,8 @@ def write_leaderboard(
     table = reprogramming_table(threats, base=base, eta=eta) if not threats.empty else None
     if table is not None and not table.empty:
         text += "\n" + reprogramming_markdown(table, "Adversarial reprogramming") + "\n"
-    atomic_write_text(out, text)
+    atomic_write(out, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
     return out, figures
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Replace ``path`` in one step: an interrupted rewrite never leaves half a leaderboard."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def write_run_reports(
