@@ -38,7 +38,7 @@ from hrsbench.plugins import Registry, registry
 from hrsbench.results import ResultStore
 from hrsbench.sanity import registry_traits, write_report
 from hrsbench.threat import ThreatContext, run_threat
-from hrsbench.training import Trainer
+from hrsbench.training import FAST_LAYOUT, Trainer
 
 #: progress(task, label, done, total): "cells", "train" or "attack".
 Progress = Callable[[str, str, int, int], None]
@@ -65,9 +65,9 @@ def obtain_model(
 ) -> tuple[nn.Module, float]:
     """The trained model for ``cell`` from the cache, or trained now; returns training seconds."""
     torch.manual_seed(cell.seed)
-    model = defense.build(dataset).to(trainer.device)
+    model = defense.build(dataset).to(trainer.device, memory_format=FAST_LAYOUT)
     if cache.load(cell.model_key, model):
-        return model.to(trainer.device).eval(), 0.0
+        return model.eval(), 0.0
     start = time.perf_counter()
     defense.fit(model, trainer)
     cache.save(cell.model_key, model)

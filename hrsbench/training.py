@@ -14,6 +14,11 @@ from hrsbench.cache import ModelCache, atomic_save, safe_load, stable_hash
 
 ProgressFn = Callable[[str, int, int], None]  # (label, done, total)
 
+#: Convolution weights are kept channels-last: on CPU (oneDNN) training and attack steps of the
+#: Table A1 models are 18-28 % faster (benchmarks/train_throughput.py, torch 2.13, 2 cores). Inputs
+#: stay NCHW: the weights' layout decides which kernels run. Only rounding differs from NCHW.
+FAST_LAYOUT = torch.channels_last
+
 
 @dataclass
 class Trainer:
@@ -71,7 +76,7 @@ class Trainer:
         """
         epochs = self.epochs if epochs is None else epochs
         seed = self.seed if seed is None else seed
-        model.to(self.device)
+        model.to(self.device, memory_format=FAST_LAYOUT)
         trainable = [p for p in (params if params is not None else model.parameters())]
         opt = torch.optim.SGD(
             trainable, lr=self.lr, momentum=self.momentum, nesterov=True

@@ -305,11 +305,15 @@ def mnist_or_skip(split: str, n: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def test_advtrain_is_more_robust_than_base(tmp_path):
-    """Adversarial fine-tuning of a trained base (one epoch of PGD training through
+    """Adversarial fine-tuning of a trained base (two epochs of PGD training through
     ``AdversarialTraining.fit``) raises accuracy under ART's PGD by a wide margin.
 
     Fine-tuning, not training from scratch: from random weights, PGD training needs far more
-    steps than a unit test can afford before it learns anything at all.
+    steps than a unit test can afford before it learns anything at all. Two epochs, not one:
+    after one, clean accuracy is still recovering from the switch to adversarial batches (0.86
+    here, near the 0.8 bound, and rounding differences such as the channels-last kernels or
+    another CPU move it by several points); after two it is 0.92, robust accuracy 0.68 against
+    the base's 0.20.
     """
     x, y = mnist_or_skip("train", 3000)
     x_test, y_test = mnist_or_skip("test", 300)
@@ -321,7 +325,7 @@ def test_advtrain_is_more_robust_than_base(tmp_path):
     defense = AdversarialTraining(eps=0.15, steps=3)
     robust = copy.deepcopy(base)
     defense.build(dataset)
-    trainer.epochs = 1
+    trainer.epochs = 2
     defense.fit(robust, trainer)
 
     def accuracy_under_pgd(model: nn.Module) -> tuple[float, float]:
