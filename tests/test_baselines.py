@@ -154,6 +154,35 @@ def test_dropout_replaces_the_training_dropout_stage():
     assert DefensiveDropout(test_rate=0.7).build(MNIST()).dropout.train_rate == 0.7
 
 
+def test_dropout_at_the_base_training_rate_shares_the_base_training(tmp_path):
+    """Trained on its own at MNIST's training dropout (0.3), defensive dropout's weights equal
+    the base model's bit for bit; so with the base's cache it trains nothing, whatever its
+    deployed rate, while any other training rate trains its own weights."""
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.rand(256, 1, 28, 28, generator=g), torch.randint(0, 10, (256,), generator=g)
+
+    def trainer(cache: str, n: int = 256) -> Trainer:
+        return Trainer(x=x[:n], y=y[:n], epochs=1, seed=3, cache=ModelCache(tmp_path / cache),
+                       key="t")
+
+    base = seeded_init(Base().build(MNIST()), 3)
+    Base().fit(base, trainer("shared"))
+    own = DefensiveDropout(test_rate=0.5, train_rate=0.3)
+    alone = seeded_init(own.build(MNIST()), 3)
+    own.fit(alone, trainer("own"))
+    for (k, a), (_, b) in zip(base.state_dict().items(), alone.state_dict().items(), strict=True):
+        assert torch.equal(a, b), k
+    # The base's cache and no training data: the base's weights load, nothing trains.
+    shared = DefensiveDropout(test_rate=0.9, train_rate=0.3)
+    again = seeded_init(shared.build(MNIST()), 99)
+    shared.fit(again, trainer("shared", n=0))
+    assert torch.equal(again.fc1.weight, base.fc1.weight)
+    other = DefensiveDropout(test_rate=0.1)  # trains at 0.1: its own weights
+    differs = seeded_init(other.build(MNIST()), 3)
+    other.fit(differs, trainer("shared"))
+    assert not torch.equal(differs.fc1.weight, base.fc1.weight)
+
+
 # --- SAP ----------------------------------------------------------------------------------------
 
 
