@@ -29,20 +29,17 @@ TANH_SMOOTHER, NO_UPPER = 0.999999, 1e10
 
 
 @dataclass
-class CarliniWagnerL2(GradientAttack):
-    """Returns, per example, the successful x of smallest L2 distortion found over all
-    binary-search steps, or the input itself where none was. Success is a margin of at least κ
-    (on a stochastic model: EOT-mean hinge of 0, i.e. every averaged draw succeeds)."""
+class CarliniSchedule(Attack):
+    """The paper's CW-L2 schedule (100 iterations, step 0.1, 10 binary-search steps) and margin
+    loss, shared by our CW and ART's so that the two always run at the same budget; κ is the
+    strength."""
 
-    name = "cw"
     strength = "confidence"
     iterative = True
     max_iter: int = 100
     learning_rate: float = 0.1
     binary_search_steps: int = 10
     initial_const: float = 0.01
-    abort_early: bool = True
-    batch_size: int = 256
 
     def __post_init__(self) -> None:
         if self.max_iter < 1 or self.binary_search_steps < 1 or self.learning_rate <= 0:
@@ -50,6 +47,17 @@ class CarliniWagnerL2(GradientAttack):
 
     def loss(self, logits: Tensor, y: Tensor, targets: Tensor | None = None) -> Tensor:
         return margin_loss(logits, y, targets)
+
+
+@dataclass
+class CarliniWagnerL2(CarliniSchedule, GradientAttack):
+    """Returns, per example, the successful x of smallest L2 distortion found over all
+    binary-search steps, or the input itself where none was. Success is a margin of at least κ
+    (on a stochastic model: EOT-mean hinge of 0, i.e. every averaged draw succeeds)."""
+
+    name = "cw"
+    abort_early: bool = True
+    batch_size: int = 256
 
     def run(self, classifier: Classifier, x0: Tensor, y: Tensor, targets: Tensor | None,
             kappa: float) -> Tensor:
@@ -96,24 +104,15 @@ class CarliniWagnerL2(GradientAttack):
 
 
 @dataclass
-class CarliniWagnerL2ART(Attack):
+class CarliniWagnerL2ART(CarliniSchedule):
     """ART's ``CarliniL2Method`` with the paper's settings; every model query (logits for its
     loss and line search, two ``class_gradient`` calls per step) goes to the setting's
     classifier, so EOT averages the gradients and ``fixed`` answers with one surrogate."""
 
     name = "cw-art"
-    strength = "confidence"
-    iterative = True
-    max_iter: int = 100
-    learning_rate: float = 0.1
-    binary_search_steps: int = 10
-    initial_const: float = 0.01
     max_halving: int = 5
     max_doubling: int = 5
     batch_size: int = 256
-
-    def loss(self, logits: Tensor, y: Tensor, targets: Tensor | None = None) -> Tensor:
-        return margin_loss(logits, y, targets)
 
     def generate(self, classifier, x, y, strength, targets=None):
         attack = CarliniL2Method(
