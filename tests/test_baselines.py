@@ -20,7 +20,7 @@ from hrsbench_plugins.advtrain import AdversarialTraining, pgd
 from hrsbench_plugins.base import Base
 from hrsbench_plugins.datasets import CIFAR10, MNIST
 from hrsbench_plugins.dropout import AlwaysOnDropout, DefensiveDropout
-from hrsbench_plugins.gaussian import Gaussian, GaussianNoise
+from hrsbench_plugins.gaussian import Gaussian, GaussianNoise, normal_like
 from hrsbench_plugins.sap import SAP, StochasticActivationPruning
 from torch import nn
 
@@ -272,12 +272,16 @@ def noise_at_convs(model: nn.Sequential, x: torch.Tensor) -> dict[str, torch.Ten
     return {c: after[c] - before[c] for c in after}
 
 
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
 @pytest.mark.parametrize("training", [True, False])
 @pytest.mark.parametrize(
     "params,expected", [({}, (0.2, 0.1)), ({"init": 0.3, "inner": 0.05}, (0.3, 0.05))]
 )
-def test_gaussian_deviation_at_every_conv(params, expected, training):
+def test_gaussian_deviation_at_every_conv(params, expected, training, layout):
+    """In both memory layouts: the Trainer keeps weights channels-last, so the inner noise
+    stages see channels-last activations and draw their noise in that order."""
     model = seeded_init(Gaussian(**params).build(MNIST()), 0).train(training)
+    model.to(memory_format=layout)
     noise = noise_at_convs(model, torch.zeros(8, 1, 28, 28))
     for conv, n in noise.items():
         std = expected[0] if conv == "conv1" else expected[1]
@@ -287,6 +291,13 @@ def test_gaussian_deviation_at_every_conv(params, expected, training):
         assert abs(n.std().item() - std) <= Z * std / math.sqrt(2 * count), conv
     # Pixel units, not clipped: zero images receive negative inputs.
     assert noise["conv1"].min() < 0
+
+
+def test_normal_like_keeps_the_memory_layout():
+    x = torch.zeros(4, 8, 5, 5).contiguous(memory_format=torch.channels_last)
+    n = normal_like(x)
+    assert n.shape == x.shape and n.is_contiguous(memory_format=torch.channels_last)
+    assert normal_like(torch.zeros(4, 8, 5, 5)).is_contiguous()
 
 
 def test_gaussian_dataset_defaults_and_kept_training_dropout():
