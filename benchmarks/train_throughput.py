@@ -6,20 +6,24 @@ to rerun on a new machine or torch before changing it. A training step is the Tr
 128, SGD with Nesterov momentum, cross-entropy, train mode); an attack step is one input-gradient
 query in eval mode, what ART's ``loss_gradient`` does. Layouts are timed in interleaved rounds so
 load from other processes hits them alike; figures are medians over rounds. Weights are untrained:
-cost does not depend on their values.
+cost does not depend on their values. The Gaussian-noise model is timed too: its noise stages see
+channels-last activations, where a careless ``randn_like`` once cost more than the convolutions.
 
-Prints one JSON line per dataset: seconds per step in each layout and the channels-last speed-up.
+Prints one JSON line per (dataset, model): seconds per step in each layout and the channels-last
+speed-up.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import statistics
 import time
 
 import torch
 from hrsbench_plugins.datasets import CIFAR10, MNIST
+from hrsbench_plugins.gaussian import Gaussian
 from torch import nn
 
 from hrsbench import base_model
@@ -54,14 +58,15 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    for dataset in (MNIST, CIFAR10):
+    builders = {"base": lambda d: base_model(d.arch), "gaussian": lambda d: Gaussian().build(d)}
+    for dataset, (model_name, build) in itertools.product((MNIST(), CIFAR10()), builders.items()):
         arch = dataset.arch
         x = torch.rand(args.batch, arch.in_channels, arch.image_size, arch.image_size)
         y = torch.randint(arch.n_classes, (args.batch,))
         models, opts = {}, {}
         for name, layout in LAYOUTS.items():
             torch.manual_seed(0)
-            models[name] = base_model(arch).to(memory_format=layout)
+            models[name] = build(dataset).to(memory_format=layout)
             opts[name] = torch.optim.SGD(models[name].parameters(), lr=0.01, momentum=0.9,
                                          nesterov=True)
             for _ in range(3):  # warm-up: allocator and oneDNN kernel selection
@@ -77,6 +82,7 @@ def main() -> None:
                for kind, times in (("train", train), ("attack", attack)) for name in LAYOUTS}
         print(json.dumps({
             "dataset": dataset.name,
+            "model": model_name,
             "batch": args.batch,
             **med,
             "train_speedup": round(med["train_s_nchw"] / med["train_s_channels_last"], 3),
