@@ -24,7 +24,6 @@ Format (every table optional; ``params`` and ``attack_params`` match as subsets)
 from __future__ import annotations
 
 import json
-import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +32,7 @@ from typing import Any
 import pandas as pd
 
 from hrsbench.errors import HrsbenchError
+from hrsbench.leaderboard import _isnum, _pct
 
 #: What an entry can compare, and whether it is a rate (printed as a percentage).
 METRICS = {"clean_accuracy": True, "attack_success_rate": True, "defense_rate": True,
@@ -141,9 +141,10 @@ def measured(e: Entry, scored: pd.DataFrame, summary: pd.DataFrame) -> float | N
 
 
 def _fmt(value: float | None, rate: bool) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "—"
-    return f"{100 * value:.2f}%" if rate else f"{value:.4g}"
+    """Rates as the leaderboard prints them; other metrics (DES, deviations) to 4 digits."""
+    if rate or not _isnum(value):
+        return _pct(value)
+    return f"{value:.4g}"
 
 
 def reference_markdown(ref: Reference, scored: pd.DataFrame, summary: pd.DataFrame) -> list[str]:
