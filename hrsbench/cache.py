@@ -49,12 +49,16 @@ def safe_load(path: Path) -> Any:
         ) from None
 
 
+def user_dir(env: str, leaf: str) -> Path:
+    """``$env`` when set, else ``$XDG_CACHE_HOME/hrsbench/leaf`` (``~/.cache`` without it): data
+    and models are per-user caches, never part of a project checkout."""
+    if value := os.environ.get(env):
+        return Path(value)
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "hrsbench" / leaf
+
+
 def default_cache_dir() -> Path:
-    env = os.environ.get("HRSBENCH_CACHE")
-    if env:
-        return Path(env)
-    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-    return base / "hrsbench" / "models"
+    return user_dir("HRSBENCH_CACHE", "models")
 
 
 class ModelCache:

@@ -14,6 +14,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from hrsbench.cache import user_dir
 from hrsbench.errors import HrsbenchError
 from hrsbench.models import Arch
 
@@ -37,11 +38,7 @@ class Download:
 
 
 def default_data_dir() -> Path:
-    env = os.environ.get("HRSBENCH_DATA")
-    if env:
-        return Path(env)
-    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-    return base / "hrsbench" / "data"
+    return user_dir("HRSBENCH_DATA", "data")
 
 
 def md5sum(path: Path) -> str:

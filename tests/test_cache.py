@@ -28,3 +28,17 @@ def test_checkpoint_of_another_shape_is_an_error(tmp_path):
     cache.save("k", nn.Linear(3, 2))
     with pytest.raises(HrsbenchError, match="does not fit the model"):
         cache.load("k", nn.Linear(4, 2))
+
+
+def test_user_dirs_follow_the_environment(tmp_path, monkeypatch):
+    from hrsbench.cache import default_cache_dir
+    from hrsbench.data import default_data_dir
+
+    monkeypatch.delenv("HRSBENCH_CACHE", raising=False)
+    monkeypatch.delenv("HRSBENCH_DATA", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert default_cache_dir() == tmp_path / "xdg" / "hrsbench" / "models"
+    assert default_data_dir() == tmp_path / "xdg" / "hrsbench" / "data"
+    monkeypatch.setenv("HRSBENCH_CACHE", str(tmp_path / "m"))
+    monkeypatch.setenv("HRSBENCH_DATA", str(tmp_path / "d"))
+    assert (default_cache_dir(), default_data_dir()) == (tmp_path / "m", tmp_path / "d")
