@@ -15,7 +15,7 @@ from hrsbench.cache import ModelCache, atomic_save, safe_load, stable_hash
 ProgressFn = Callable[[str, int, int], None]  # (label, done, total)
 
 #: Convolution weights are kept channels-last: on CPU (oneDNN) training and attack steps of the
-#: Table A1 models are 12-29 % faster (benchmarks/train_throughput.py, torch 2.13, 2 cores). Inputs
+#: Table A1 models are 12-32 % faster (benchmarks/train_throughput.py, torch 2.13, 2 cores). Inputs
 #: stay NCHW: the weights' layout decides which kernels run. Only rounding differs from NCHW (and
 #: which Gaussian noise values are drawn: plugins/gaussian.py draws in memory order).
 FAST_LAYOUT = torch.channels_last
