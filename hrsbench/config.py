@@ -19,6 +19,8 @@ from hrsbench.estimator import SETTINGS
 class DefenseEntry:
     name: str
     params: dict[str, Any] = field(default_factory=dict)
+    #: Axes to sweep: each a list of values; cells are their product, merged over ``params``.
+    grid: dict[str, list[Any]] = field(default_factory=dict)
 
 
 @dataclass
@@ -27,6 +29,7 @@ class AttackEntry:
     strengths: list[float] = field(default_factory=list)
     settings: list[str] = field(default_factory=lambda: ["whitebox"])
     params: dict[str, Any] = field(default_factory=dict)
+    grid: dict[str, list[Any]] = field(default_factory=dict)
 
 
 @dataclass
@@ -35,6 +38,7 @@ class ThreatEntry:
 
     name: str
     params: dict[str, Any] = field(default_factory=dict)
+    grid: dict[str, list[Any]] = field(default_factory=dict)
 
 
 @dataclass
