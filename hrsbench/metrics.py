@@ -48,6 +48,32 @@ def attack_success(
     return float(per_draw.mean()), float(per_draw.std())
 
 
+def won(
+    adv_preds: np.ndarray,
+    y: np.ndarray,
+    targets: np.ndarray | None,
+    clean_preds: np.ndarray | None = None,
+) -> np.ndarray:
+    """Per draw and example, whether the attack won, shape (repeats, n): as
+    :func:`attack_success` counts it (targeted: the target was predicted; untargeted: the
+    adversarial example was misclassified by a draw that classified its clean image correctly)."""
+    if targets is not None:
+        return adv_preds == targets[None]
+    return (adv_preds != y[None]) & (clean_preds == y[None])
+
+
+def outcome_counts(wins: np.ndarray) -> dict[str, np.ndarray]:
+    """Per example, the draws won out of all ``repeats`` (``successes``) and out of the first
+    ``repeats // 2`` draws only (``successes_pick``).
+
+    Picking a per-example worst case over attacks on the same draws that score it is biased
+    upwards on a stochastic defense; the worst case is picked on the first half of the draws and
+    scored on the other half (``successes − successes_pick``), and the other way round
+    (:mod:`hrsbench.report.worstcase`), which needs the two halves' counts apart."""
+    half = wins.shape[0] // 2
+    return {"successes": wins.sum(axis=0), "successes_pick": wins[:half].sum(axis=0)}
+
+
 def targeted_pairs(
     x: np.ndarray, y: np.ndarray, n_classes: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

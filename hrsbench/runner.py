@@ -30,9 +30,12 @@ from hrsbench.metrics import (
     accuracy,
     attack_success,
     gradient_deviation,
+    outcome_counts,
     predictions,
     targeted_pairs,
+    won,
 )
+from hrsbench.outcomes import encode_counts
 from hrsbench.params import instantiate
 from hrsbench.plugins import Registry, registry
 from hrsbench.results import ResultStore
@@ -117,6 +120,8 @@ def run(
         _seed(model_key)
         clean_preds = predictions(model, x_test, cfg.repeats, cfg.batch_size)
         clean_acc, clean_std = accuracy(clean_preds, y_test)
+        # once per model, on its clean-only line: lets the report resample clean images (Δt)
+        clean_correct = encode_counts((clean_preds == y_test[None]).sum(axis=0))
         for cell in group:
             start = time.perf_counter()
             if cell.kind == "threat":
@@ -134,6 +139,8 @@ def run(
                 metrics = evaluate(
                     cell, defense, attack, model, dataset, x_test, y_test, cfg, dev, report
                 )
+                if attack is None:
+                    metrics["clean_correct"] = clean_correct
             record = {
                 **cell.to_dict(),
                 "strength": cell.params.get(defense.strength) if defense.strength else None,
@@ -202,12 +209,18 @@ def evaluate(
     adv_preds = predictions(model, adv, cell.repeats, cfg.batch_size)
     clean_preds = None if targets is not None else predictions(model, x, cell.repeats)
     asr, asr_std = attack_success(adv_preds, y, targets, clean_preds)
+    counts = outcome_counts(won(adv_preds, y, targets, clean_preds))
+    outcomes = {k: encode_counts(v) for k, v in counts.items()}
+    if clean_preds is not None:
+        # an untargeted rate's denominator: the attacked images' correct clean draws
+        outcomes["clean_correct"] = encode_counts((clean_preds == y[None]).sum(axis=0))
     delta = (adv - x).reshape(len(x), -1)
     return {
         "n_examples": len(x),
         "attack_success_rate": asr,
         "attack_success_rate_std": asr_std,
         "defense_rate": 1.0 - asr,
+        **outcomes,
         "linf": float(np.abs(delta).max()),
         "l2_mean": float(np.linalg.norm(delta, axis=1).mean()),
         **deviation,

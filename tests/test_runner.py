@@ -135,3 +135,24 @@ def test_model_is_obtained_once_for_all_cells(reg, tmp_path, data_dir, shared_ca
     # The model's file, and the base's standard training that SAP would share.
     assert len(list(shared_cache.glob("*.pt"))) == 2
     assert not list(shared_cache.glob("*.partial.pt"))
+
+
+@pytest.mark.parametrize("targeted", [True, False])
+def test_lines_carry_per_example_outcomes(reg, tmp_path, data_dir, shared_cache, targeted):
+    from hrsbench.outcomes import decode_counts
+
+    lines = go(reg, tmp_path, data_dir, shared_cache, targeted=targeted,
+               attacks=[{"name": "fgsm", "strengths": [0.3]}], repeats=3)
+    clean, attacked = lines
+    correct = decode_counts(clean["clean_correct"])
+    assert len(correct) == clean["n_clean"] and correct.max() <= 3
+    assert correct.mean() / 3 == pytest.approx(clean["clean_accuracy"])
+    wins = decode_counts(attacked["successes"])
+    pick = decode_counts(attacked["successes_pick"])
+    assert len(wins) == attacked["n_examples"] == (18 if targeted else 2)
+    assert (pick <= wins).all() and (wins - pick <= 2).all() and pick.max() <= 1  # 1 + 2 draws
+    if targeted:
+        assert wins.mean() / 3 == pytest.approx(attacked["attack_success_rate"])
+    else:  # a deterministic model: every draw has the same denominator
+        denominator = decode_counts(attacked["clean_correct"]).sum()
+        assert wins.sum() / max(denominator, 1) == pytest.approx(attacked["attack_success_rate"])
