@@ -1,65 +1,135 @@
-"""Run configuration: a TOML file, validated strictly so a misspelt key fails instead of being
-ignored. Lists inside a defense's or attack's ``params`` are grid axes."""
+"""Run configuration: a TOML file validated whole (pydantic) before any work, so a misspelt key,
+a wrong type or an out-of-range number fails in one line instead of minutes into a run.
+
+In ``[[defenses]]``, ``[[attacks]]`` and ``[[threats]]``, ``params`` values are literal (a list is
+a list) and ``grid`` holds the axes to sweep, each a list of values: cells are their product.
+"""
 
 from __future__ import annotations
 
 import difflib
+import json
+import math
 import tomllib
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, get_args
+
+from pydantic import (
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic.dataclasses import dataclass
 
 from hrsbench.cache import stable_hash
 from hrsbench.errors import HrsbenchError
-from hrsbench.estimator import SETTINGS
+
+#: How an attack sees a stochastic defense (docs/attacks.md).
+Setting = Literal["whitebox", "eot", "fixed", "expectation"]
+SETTINGS: tuple[str, ...] = get_args(Setting)
+
+_STRICT = ConfigDict(extra="forbid", allow_inf_nan=False)
+Count = Annotated[StrictInt, Field(ge=1)]
+Strength = Annotated[StrictFloat, Field(ge=0)]
+Axis = Annotated[list[Any], Field(min_length=1)]
 
 
-@dataclass
-class DefenseEntry:
-    name: str
+def _finite(value: Any, where: str) -> None:
+    """NaN and infinity anywhere in a plugin's parameters: TOML allows them, JSON does not."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{where} must be a finite number, not {value}")
+    if isinstance(value, list | tuple):
+        for item in value:
+            _finite(item, where)
+    if isinstance(value, dict):
+        for k, item in value.items():
+            _finite(item, f"{where}.{k}")
+
+
+@dataclass(config=_STRICT)
+class _Entry:
+    """What defense, attack and threat entries share: a plugin name, literal parameters and the
+    grid axes swept over them."""
+
+    name: StrictStr
     params: dict[str, Any] = field(default_factory=dict)
     #: Axes to sweep: each a list of values; cells are their product, merged over ``params``.
-    grid: dict[str, list[Any]] = field(default_factory=dict)
+    grid: dict[str, Axis] = field(default_factory=dict)
+
+    @field_validator("params", "grid")
+    @classmethod
+    def _numbers_finite(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for k, v in value.items():
+            _finite(v, k)
+        return value
+
+    @model_validator(mode="after")
+    def _axis_not_also_a_param(self) -> Any:
+        both = sorted(set(self.params) & set(self.grid))
+        if both:
+            raise ValueError(f"{both[0]!r} is in both params and grid; keep it in one")
+        return self
 
 
-@dataclass
-class AttackEntry:
-    name: str
-    strengths: list[float] = field(default_factory=list)
-    settings: list[str] = field(default_factory=lambda: ["whitebox"])
-    params: dict[str, Any] = field(default_factory=dict)
-    grid: dict[str, list[Any]] = field(default_factory=dict)
+@dataclass(config=_STRICT)
+class DefenseEntry(_Entry):
+    pass
 
 
-@dataclass
-class ThreatEntry:
+@dataclass(config=_STRICT)
+class AttackEntry(_Entry):
+    #: Values of the attack's strength parameter (its class's ``strength``: "eps" for budgets).
+    strengths: Annotated[list[Strength], Field(min_length=1, validate_default=True)] = field(
+        default_factory=list
+    )
+    settings: Annotated[list[Setting], Field(min_length=1)] = field(
+        default_factory=lambda: ["whitebox"]
+    )
+
+
+@dataclass(config=_STRICT)
+class ThreatEntry(_Entry):
     """A threat plugin (e.g. reprogramming) run against every defense of the config."""
 
-    name: str
-    params: dict[str, Any] = field(default_factory=dict)
-    grid: dict[str, list[Any]] = field(default_factory=dict)
 
-
-@dataclass
+@dataclass(config=_STRICT)
 class RunConfig:
-    dataset: str = "mnist"
-    n_train: int | None = None  # None: the whole training split
-    n_test: int = 100  # images attacked
-    n_clean: int | None = None  # images for clean accuracy; None: the whole test split
-    epochs: int = 5
-    seed: int = 0
-    targeted: bool = True
-    repeats: int = 5  # stochastic predictions drawn per evaluation
-    eot_samples: int = 10
-    grad_samples: int = 20  # gradients sampled for the grad_std metric; 0 skips it
-    batch_size: int = 256
-    defenses: list[DefenseEntry] = field(default_factory=list)
+    dataset: StrictStr = "mnist"
+    n_train: Count | None = None  # None: the whole training split
+    n_test: Count = 100  # images attacked
+    n_clean: Count | None = None  # images for clean accuracy; None: the whole test split
+    epochs: Count = 5
+    seed: Annotated[StrictInt, Field(ge=0)] = 0
+    targeted: StrictBool = True
+    repeats: Count = 5  # stochastic predictions drawn per evaluation
+    eot_samples: Count = 10
+    #: Gradients sampled for the grad_std metric; fewer than 2 skips it.
+    grad_samples: Annotated[StrictInt, Field(ge=0)] = 20
+    batch_size: Count = 256
+    defenses: Annotated[list[DefenseEntry], Field(min_length=1)] = field(default_factory=list)
     attacks: list[AttackEntry] = field(default_factory=list)
     threats: list[ThreatEntry] = field(default_factory=list)
     #: A file of a paper's published numbers (:mod:`hrsbench.reference`) to print ours beside:
     #: a path relative to the config file, or the name of a built-in one (``mnist-paper``).
-    reference: str | None = None
+    reference: StrictStr | None = None
+
+    @model_validator(mode="after")
+    def _attacked_within_clean(self) -> Any:
+        """Attacked images are the first ``n_test`` of the ``n_clean`` loaded: more would be
+        silently capped."""
+        if self.n_clean is not None and self.n_test > self.n_clean:
+            raise ValueError(f"n_test ({self.n_test}) exceeds n_clean ({self.n_clean}): the "
+                             "attacked images are taken from the clean ones; raise n_clean")
+        return self
 
     @property
     def hash(self) -> str:
@@ -73,45 +143,117 @@ class RunConfig:
         return stable_hash(d)
 
 
-def _check_keys(table: dict[str, Any], cls: type, where: str) -> None:
-    valid = [f.name for f in fields(cls)]
-    for key in table:
-        if key not in valid:
-            near = difflib.get_close_matches(key, valid, n=1)
-            hint = f"; did you mean {near[0]!r}?" if near else f"; valid keys: {', '.join(valid)}"
-            raise HrsbenchError(f"{where}: unknown config key {key!r}{hint}")
+_ADAPTER = TypeAdapter(RunConfig)
+_NO_DEFENSES = 'no [[defenses]] listed; add one: a line [[defenses]], then name = "base"'
+_TABLES = ("defenses", "attacks", "threats")
 
 
-def _entries(data: dict[str, Any], table: str, cls: type, source: str) -> list[Any]:
-    """The ``[[table]]`` array as ``cls`` objects, each checked for unknown keys and a name."""
-    out = []
-    for i, entry in enumerate(data.get(table, [])):
-        where = f"{source}: {table}[{i}]"
-        _check_keys(entry, cls, where)
-        if "name" not in entry:
-            raise HrsbenchError(f"{where}: missing 'name'")
-        out.append(cls(**entry))
-    return out
+def schema() -> dict[str, Any]:
+    """The config file's JSON schema (``hrsbench config-schema``)."""
+    return _ADAPTER.json_schema()
 
 
 def parse_config(data: dict[str, Any], source: str = "config") -> RunConfig:
-    _check_keys(data, RunConfig, source)
-    top = {k: v for k, v in data.items() if k not in ("defenses", "attacks", "threats")}
-    defenses = _entries(data, "defenses", DefenseEntry, source)
-    attacks = _entries(data, "attacks", AttackEntry, source)
-    for i, entry in enumerate(attacks):
-        bad = [s for s in entry.settings if s not in SETTINGS]
-        if bad:
-            raise HrsbenchError(f"{source}: attacks[{i}]: unknown setting {bad[0]!r}; "
-                                f"choose from {', '.join(SETTINGS)}")
-    threats = _entries(data, "threats", ThreatEntry, source)
+    """``data`` (a parsed TOML document) as a RunConfig, or one line naming the first problem."""
     try:
-        cfg = RunConfig(**top, defenses=defenses, attacks=attacks, threats=threats)
-    except TypeError as e:
-        raise HrsbenchError(f"{source}: {e}") from None
-    if not cfg.defenses:
-        raise HrsbenchError(f"{source}: no [[defenses]] listed")
+        cfg = _ADAPTER.validate_python(data)
+    except ValidationError as e:
+        raise HrsbenchError(f"{source}: {_first_problem(e, data)}") from None
+    if not cfg.defenses:  # checked here: code may build a RunConfig to fill in later
+        raise HrsbenchError(f"{source}: {_NO_DEFENSES}")
     return cfg
+
+
+def _first_problem(e: ValidationError, data: dict[str, Any]) -> str:
+    """The error to show: an unknown key first (it also explains a 'missing' one), and a count
+    of the rest so a user knows fixing one may reveal another."""
+    errors = sorted(e.errors(), key=lambda er: er["type"] != "unexpected_keyword_argument")
+    more = f" (and {len(errors) - 1} more problem{'s' * (len(errors) > 2)})" * (len(errors) > 1)
+    return _describe(errors[0], data) + more
+
+
+def _where(loc: tuple[Any, ...], data: dict[str, Any]) -> str:
+    """``attacks[0] (pgd).strengths[1]``: the entry's name makes the position findable."""
+    out = ""
+    for i, part in enumerate(loc):
+        if isinstance(part, int):
+            out += f"[{part}]"
+            entry = data.get(loc[0]) if i == 1 and loc[0] in _TABLES else None
+            if isinstance(entry, list) and part < len(entry) and isinstance(entry[part], dict):
+                name = entry[part].get("name")
+                out += f" ({name})" if isinstance(name, str) else ""
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+_TYPE_NAMES = {"int_type": "an integer", "int_from_float": "an integer",
+               "float_type": "a number", "bool_type": "true or false",
+               "string_type": "a string", "dict_type": "a table, e.g. { key = value }"}
+
+
+def _describe(er: Any, data: dict[str, Any]) -> str:
+    loc, kind, got = tuple(er["loc"]), er["type"], er.get("input")
+    where = _where(loc, data)
+    if kind == "unexpected_keyword_argument":
+        return _unknown_key(loc, where)
+    if kind == "missing":
+        return f"{_where(loc[:-1], data) or 'config'}: missing {loc[-1]!r}"
+    if kind == "list_type":
+        return _not_a_list(loc, where, got)
+    if kind == "literal_error" and "settings" in loc:
+        return f"{where}: unknown setting {got!r}; choose from {', '.join(SETTINGS)}"
+    if kind == "too_short" and loc == ("defenses",):
+        return _NO_DEFENSES
+    if kind == "too_short":
+        return f"{where} is empty; give at least one value"
+    if kind in _TYPE_NAMES:
+        return f"{where} must be {_TYPE_NAMES[kind]}, not {json.dumps(got, default=str)}"
+    if kind == "finite_number":
+        return f"{where} must be a finite number, not {got}"
+    if kind in ("greater_than_equal", "less_than_equal"):
+        sign = "≥" if kind == "greater_than_equal" else "≤"
+        bound = next(iter(er["ctx"].values()))
+        return f"{where} must be {sign} {bound:g}, not {got}"
+    msg = str(er["msg"]).removeprefix("Value error, ")
+    return f"{where}: {msg}" if where else msg
+
+
+def _unknown_key(loc: tuple[Any, ...], where: str) -> str:
+    parent = {"defenses": DefenseEntry, "attacks": AttackEntry, "threats": ThreatEntry}.get(
+        loc[0] if len(loc) > 2 else "", RunConfig)
+    valid = list(parent.__dataclass_fields__)
+    key = str(loc[-1])
+    near = difflib.get_close_matches(key, valid, n=1)
+    hint = f"; did you mean {near[0]!r}?" if near else f"; valid keys: {', '.join(valid)}"
+    place = where.rsplit(".", 1)[0] + ": " if len(loc) > 1 else ""
+    return f"{place}unknown config key {key!r}{hint}"
+
+
+def _not_a_list(loc: tuple[Any, ...], where: str, got: Any) -> str:
+    """``settings = "whitebox"`` reads as a list of letters to many parsers: say what to write."""
+    if loc in ((t,) for t in _TABLES):
+        return (f"{where} must be a list of tables: write [[{where}]] on its own line, then "
+                f"name = \"...\" below it (not {where} = ...)")
+    example = json.dumps([got] if isinstance(got, str | int | float) else ["..."])
+    return f"{where} must be a list, e.g. {where.rsplit('.', 1)[-1]} = {example}"
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """A TOML file as a dict; a directory, unreadable, non-UTF-8 or invalid file is one line."""
+    if path.is_dir():
+        raise HrsbenchError(f"config {path} is a directory; give a TOML file or a preset name")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise HrsbenchError(f"config {path} is not UTF-8 text (byte {e.start}); "
+                            "is it a TOML file?") from None
+    except OSError as e:
+        raise HrsbenchError(f"cannot read config {path}: {e.strerror}") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise HrsbenchError(f"{path}: invalid TOML: {e}") from None
 
 
 def load_config(path: str | Path | None) -> tuple[RunConfig, str]:
@@ -120,19 +262,16 @@ def load_config(path: str | Path | None) -> tuple[RunConfig, str]:
     p = Path(name)
     folder: Any = p.resolve().parent
     if p.exists():
-        text, source = p.read_text(), str(p)
+        data, source = read_toml(p), str(p)
     else:
         folder = resources.files("hrsbench") / "presets"
-        preset = resources.files("hrsbench") / "presets" / f"{name}.toml"
+        preset = folder / f"{name}.toml"
         if not preset.is_file():
             raise HrsbenchError(
-                f"no config file or preset named {name!r}; presets: {', '.join(presets())}"
+                f"no config file or preset named {name!r}; presets: {', '.join(presets())} "
+                "(hrsbench presets describes them)"
             )
-        text, source = preset.read_text(), f"preset {name}"
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise HrsbenchError(f"{source}: invalid TOML: {e}") from None
+        data, source = tomllib.loads(preset.read_text()), f"preset {name}"
     cfg = parse_config(data, source)
     if cfg.reference is not None:
         cfg.reference = str(reference_path(cfg.reference, folder, source))

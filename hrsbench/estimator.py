@@ -18,9 +18,8 @@ import torch
 from art.estimators.classification import PyTorchClassifier
 from torch import nn
 
+from hrsbench.config import SETTINGS
 from hrsbench.errors import HrsbenchError
-
-SETTINGS = ("whitebox", "eot", "fixed", "expectation")
 
 #: Settings whose crafting model is the deployed model, with its randomness.
 RANDOM_SETTINGS = ("whitebox", "eot")

@@ -73,3 +73,71 @@ def test_every_preset_expands_and_its_reference_loads(name: str) -> None:
     assert expand(cfg, registry())
     if cfg.reference is not None:
         assert load_reference(cfg.reference).entries
+
+
+BASE = [{"name": "base"}]
+PGD = {"name": "pgd", "strengths": [0.1]}
+
+
+@pytest.mark.parametrize(("data", "message"), [
+    ({"n_test": -3}, "n_test must be ≥ 1, not -3"),
+    ({"n_test": 0}, "n_test must be ≥ 1, not 0"),
+    ({"n_test": "5"}, 'n_test must be an integer, not "5"'),
+    ({"n_test": 2.0}, "n_test must be an integer, not 2.0"),
+    ({"n_train": 0}, "n_train must be ≥ 1, not 0"),
+    ({"epochs": -1}, "epochs must be ≥ 1, not -1"),
+    ({"epochs": "two"}, 'epochs must be an integer, not "two"'),
+    ({"repeats": 0}, "repeats must be ≥ 1, not 0"),
+    ({"batch_size": 0}, "batch_size must be ≥ 1, not 0"),
+    ({"targeted": 1}, "targeted must be true or false, not 1"),
+    ({"n_test": 30, "n_clean": 20}, r"n_test \(30\) exceeds n_clean \(20\)"),
+    ({"attacks": [{**PGD, "strengths": 0.25}]},
+     r"attacks\[0\] \(pgd\)\.strengths must be a list, e\.g\. strengths = \[0\.25\]"),
+    ({"attacks": [{**PGD, "strengths": ["big"]}]}, r"strengths\[0\] must be a number, not \"big\""),
+    ({"attacks": [{**PGD, "strengths": [-0.25]}]}, r"strengths\[0\] must be ≥ 0, not -0\.25"),
+    ({"attacks": [{**PGD, "strengths": [float("nan")]}]}, "must be a finite number, not nan"),
+    ({"attacks": [{**PGD, "strengths": [float("inf")]}]}, "must be a finite number, not inf"),
+    ({"attacks": [{"name": "pgd"}]}, r"attacks\[0\] \(pgd\)\.strengths is empty"),
+    ({"attacks": [{**PGD, "settings": "whitebox"}]},
+     r'settings must be a list, e\.g\. settings = \["whitebox"\]'),
+    ({"attacks": [{**PGD, "params": {"max_iter": float("inf")}}]}, "max_iter must be a finite"),
+    ({"defenses": "base"}, r"defenses must be a list of tables: write \[\[defenses\]\]"),
+    ({"defenses": {"name": "base"}}, r"defenses must be a list of tables"),
+    ({"defenses": []}, r"no \[\[defenses\]\] listed"),
+    ({"defenses": [{"name": "hrs", "grid": {"channels": [4, 4]}, "params": {"channels": 4}}]},
+     "'channels' is in both params and grid"),
+    ({"defenses": [{"name": "dropout", "grid": {"test_rate": 0.1}}]},
+     r"grid\.test_rate must be a list"),
+    ({"defenses": [{"name": "dropout", "grid": {"test_rate": []}}]}, r"grid\.test_rate is empty"),
+])
+def test_bad_configs_are_one_line_errors(data: dict, message: str) -> None:
+    with pytest.raises(HrsbenchError, match=message) as info:
+        parse_config({"defenses": BASE, **data}, "cfg.toml")
+    assert str(info.value).startswith("cfg.toml: ") and "\n" not in str(info.value)
+
+
+def test_no_defenses_at_all():
+    with pytest.raises(HrsbenchError, match=r"no \[\[defenses\]\] listed"):
+        parse_config({"n_test": 3}, "cfg.toml")
+
+
+def test_unreadable_config_files_are_one_line(tmp_path):
+    with pytest.raises(HrsbenchError, match="is a directory"):
+        load_config(tmp_path)
+    latin = tmp_path / "latin.toml"
+    latin.write_bytes('dataset = "mnïst"'.encode("latin-1"))
+    with pytest.raises(HrsbenchError, match="is not UTF-8 text"):
+        load_config(latin)
+    broken = tmp_path / "broken.toml"
+    broken.write_text("n_test = \n")
+    with pytest.raises(HrsbenchError, match="invalid TOML"):
+        load_config(broken)
+
+
+def test_schema_describes_every_key():
+    from hrsbench.config import schema
+
+    s = schema()
+    assert {"n_test", "grad_samples", "batch_size", "threats", "defenses"} <= set(s["properties"])
+    assert s["properties"]["n_test"]["minimum"] == 1
+    assert "grid" in s["$defs"]["DefenseEntry"]["properties"]
