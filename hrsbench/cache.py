@@ -2,37 +2,16 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from hrsbench.errors import HrsbenchError
+from hrsbench.storage import atomic_write, stable_hash
 
-
-def stable_hash(obj: Any, length: int = 16) -> str:
-    """Hash of a JSON-able object, independent of key order."""
-    blob = json.dumps(obj, sort_keys=True, default=str, separators=(",", ":"))
-    return hashlib.sha256(blob.encode()).hexdigest()[:length]
-
-
-def atomic_write(path: Path, write: Callable[[str], Any]) -> None:
-    """``write(tmp)`` to a temporary file beside ``path``, then rename: a kill never leaves
-    half a file (a checkpoint, a leaderboard)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+__all__ = ["ModelCache", "atomic_save", "atomic_write", "safe_load", "stable_hash", "user_dir"]
 
 
 def atomic_save(obj: Any, path: Path) -> None:

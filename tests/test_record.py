@@ -1,0 +1,138 @@
+"""ResultLine: one validated, versioned record; the v1 → v2 migration of the published lines."""
+
+import json
+import math
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from hrsbench.errors import HrsbenchError
+from hrsbench.migrate import migrate
+from hrsbench.record import (
+    SCHEMA_VERSION,
+    Evaluation,
+    Kind,
+    Metrics,
+    ModelSpec,
+    Provenance,
+    ResultLine,
+    Setting,
+    ThreatSpec,
+    Traits,
+    cell_key,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+PUBLISHED = [ROOT / "leaderboards/mnist-paper/results.jsonl",
+             ROOT / "leaderboards/cifar10-paper-cpu/results.jsonl",
+             ROOT / "docs/quick/results.jsonl"]
+
+
+def make_line(**metrics: object) -> ResultLine:
+    model = ModelSpec("mnist", "hrs", {"channels": [10, 10]}, 0, None, 5, "hrsbench", "0.1.0")
+    threat = ThreatSpec(Kind.EVASION, "pgd", {"max_iter": 10}, 0.25, Setting.EOT, True,
+                        "hrsbench", "0.1.0")
+    evaluation = Evaluation(10, 90, None, 10000, 5, 10)
+    prov = Provenance("0.1.0", "2.13.0", "1.20.1", "3.11.7", "abc", cell_key(model, threat,
+                      evaluation), model.key(), "2026-11-25T00:00:00+00:00", 1.5, 0.0)
+    values = {"attack_success_rate": 0.4, "defense_rate": 0.6, **metrics}
+    return ResultLine(model, threat, evaluation, Metrics.measured(0.98, values), prov,
+                      Traits(True, True, "channels", True, "eps"))
+
+
+def test_round_trip_is_exact_and_versioned():
+    line = make_line(successes="u8:AAE=", reprogram_curve=[0.1, 0.2])
+    text = line.to_json()
+    assert json.loads(text)["schema_version"] == SCHEMA_VERSION
+    back = ResultLine.from_json(text)
+    assert back == line
+    assert back.metrics.extra == {"reprogram_curve": [0.1, 0.2]}
+    assert back.cell_key() == line.provenance.cell_key
+    assert back.model_id() == line.provenance.model_key
+
+
+def test_keys_group_and_separate_what_they_should():
+    line = make_line()
+    other_setting = replace(line, threat=replace(line.threat, setting=Setting.WHITEBOX))
+    assert other_setting.threat_key() != line.threat_key()
+    assert other_setting.model_id() == line.model_id()
+    new_plugin = replace(line, model=replace(line.model, version="0.2.0"))
+    assert new_plugin.model_id() != line.model_id()  # a new plugin version retrains
+    assert new_plugin.cell_key() != line.cell_key()
+    more_clean = replace(line, evaluation=replace(line.evaluation, clean_images=5000))
+    assert more_clean.threat_key() == line.threat_key()
+    assert more_clean.group_key() != line.group_key()
+
+
+def test_row_has_the_familiar_columns():
+    row = make_line(successes="u8:AAE=").row()
+    for col in ("dataset", "defense", "params", "attack", "attack_params", "attack_strength",
+                "setting", "targeted", "n_examples", "n_clean", "clean_accuracy",
+                "attack_success_rate", "defense_rate", "seed", "cell_key", "model_key",
+                "hrsbench_version", "stochastic", "strength", "kind"):
+        assert col in row
+    assert row["strength"] == [10, 10] and row["kind"] == "evasion"
+
+
+@pytest.mark.parametrize("edit, field", [
+    (lambda d: d["metrics"].update(defense_rate="high"), "metrics.defense_rate"),
+    (lambda d: d["threat"].update(setting="sideways"), "threat.setting"),
+    (lambda d: d["model"].update(seed=True), "model.seed"),
+    (lambda d: d["evaluation"].pop("repeats"), "evaluation.repeats"),
+    (lambda d: d["provenance"].update(surprise=1), "provenance.surprise"),
+    (lambda d: d.update(schema_version=7), "schema_version"),
+])
+def test_from_json_names_the_bad_field(edit, field):
+    data = json.loads(make_line().to_json())
+    edit(data)
+    with pytest.raises(HrsbenchError, match=field.replace(".", r"\.")):
+        ResultLine.from_json(json.dumps(data))
+
+
+def test_nan_is_refused_both_ways():
+    line = make_line(attack_success_rate=math.nan)
+    with pytest.raises(HrsbenchError, match="attack_success_rate"):
+        line.to_json()
+    text = make_line().to_json().replace('"defense_rate": 0.6', '"defense_rate": NaN')
+    with pytest.raises(HrsbenchError, match="NaN"):
+        ResultLine.from_json(text)
+
+
+@pytest.mark.parametrize("path", PUBLISHED, ids=lambda p: p.parent.name)
+def test_published_lines_migrate_with_the_same_numbers(path):
+    for raw in path.read_text().splitlines():
+        v1 = json.loads(raw)
+        line = ResultLine.from_dict(migrate(v1))
+        row = line.row()
+        for k in ("clean_accuracy", "attack_success_rate", "defense_rate", "attack_strength",
+                  "n_examples", "n_clean", "seed", "epochs", "finished_at", "time_s"):
+            assert row[k] == v1[k], k
+        assert "batch_size" not in row["attack_params"]
+        assert line.provenance.cell_key == line.cell_key()
+        assert line.evaluation.n_clean is None  # the presets left n_clean to the whole split
+        assert row["kind"] == ("clean" if v1["attack"] == "none" else "evasion")
+        assert line.model.package == "hrsbench" and line.model.version == v1["hrsbench_version"]
+        if v1["defense"] == "hrs":
+            sizes = [int(c) for c in v1["params"]["channels"].split("x")]
+            assert row["params"]["channels"] == sizes == row["strength"]
+
+
+def test_migration_keeps_plugin_metrics_and_guesses_traits():
+    v1 = {"dataset": "mnist", "defense": "resize", "params": {"pad": 4}, "strength": 4,
+          "stochastic": True, "attack": "mine", "attack_params": {"batch_size": 8, "k": 1},
+          "attack_strength": 0.1, "setting": "eot", "targeted": False, "n_examples": 3,
+          "clean_accuracy": 0.9, "attack_success_rate": 0.5, "seed": 1,
+          "hrsbench_version": "0.1.0", "custom_score": 3.0}
+    line = ResultLine.from_dict(migrate(v1))
+    assert line.traits == Traits(True, False, "pad", False, "eps")
+    assert line.model.package == "unknown" and line.threat.params == {"k": 1}
+    assert line.metrics.extra == {"custom_score": 3.0}
+    assert line.metrics.defense_rate is None
+
+
+def test_migration_refuses_a_line_without_required_fields():
+    with pytest.raises(HrsbenchError, match="'clean_accuracy'"):
+        migrate({"dataset": "mnist", "defense": "base", "params": {}, "attack": "none",
+                 "attack_strength": 0.0, "setting": "none", "targeted": True, "n_examples": 0,
+                 "attack_success_rate": None, "seed": 0, "hrsbench_version": "0.1.0"})
