@@ -1,0 +1,484 @@
+"""The work of a run as a task graph, and its cost estimated before running anything.
+
+A run is model trainings and cells. Each cell depends on its model; a model depends on the
+earlier models whose cached pieces it reuses (SAP and dropout at the base's rate reuse the base's
+standard training, HRS 10×10 the first five block-1 channels of HRS 5×5), so a shared piece is
+trained once even when models train in parallel. Which pieces a model uses is found by *probing*
+its defense: ``fit`` runs against a cache that claims to hold every key and a trainer that never
+trains, and the keys it asks for are recorded. That costs a model build, no data and no training.
+
+Costs come from the timings of existing result lines (``train_time_s``, ``time_s``): the same
+cell or model when it was measured, else similar ones (same dataset, defense, attack, setting,
+test images), per training epoch and per newly trained piece for models. The plan then gives the
+total, the critical path (the longest dependent chain: the wall time unlimited workers could
+reach) and the wall time of a list schedule on a given number of workers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import heapq
+import statistics
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from hrsbench.cache import ModelCache
+from hrsbench.cells import Cell
+from hrsbench.params import defaults, instantiate
+from hrsbench.training import Trainer
+
+#: Worker counts the plan reports wall times for.
+WORKERS = (1, 8, 64)
+
+_CELL_FIELDS = ("dataset", "n_train", "n_test", "epochs", "seed", "defense", "params", "attack",
+                "attack_params", "attack_strength", "setting", "targeted", "repeats",
+                "eot_samples")
+_MODEL_FIELDS = ("dataset", "n_train", "epochs", "seed", "defense", "params")
+
+
+# ---------------------------------------------------------------- probing shared training
+
+
+class _ProbeCache(ModelCache):
+    """Claims to hold every key, so ``fit`` skips all training; records the keys asked for."""
+
+    def __init__(self) -> None:
+        super().__init__(Path("/nonexistent/hrsbench-probe"))
+        self.keys: list[str] = []
+
+    def load(self, key: str, model: torch.nn.Module) -> bool:
+        self.keys.append(key)
+        return True
+
+    def save(self, key: str, model: torch.nn.Module) -> None:
+        self.keys.append(key)
+
+
+@dataclass
+class _ProbeTrainer(Trainer):
+    """A trainer whose ``fit`` records its checkpoint key instead of training: a defense that
+    trains without a cache key gets a piece of its own, shared with nobody."""
+
+    owner: str = ""
+
+    def fit(self, model: torch.nn.Module, *args: Any, **kwargs: Any) -> torch.nn.Module:
+        key = kwargs.get("checkpoint") or f"{self.owner}:{kwargs.get('label', 'train')}"
+        self.cache.keys.append(key)  # type: ignore[attr-defined]
+        return model
+
+
+def probe_pieces(defense: Any, dataset: Any, cell: Cell) -> tuple[str, ...]:
+    """The cache keys ``defense.fit`` loads or trains for ``cell``'s model, in order.
+
+    A defense whose ``fit`` fails under the probe is one piece of its own (no sharing known).
+    """
+    cache = _ProbeCache()
+    empty = torch.empty(0)
+    trainer = _ProbeTrainer(empty, empty.long(), epochs=cell.epochs, seed=cell.seed, cache=cache,
+                            key=cell.training_key, owner=cell.model_key)
+    try:
+        with torch.random.fork_rng(devices=[]):
+            defense.fit(defense.build(dataset), trainer, dataset)
+    except Exception:
+        return (cell.model_key,)
+    keys = list(dict.fromkeys(cache.keys)) or [cell.model_key]
+    return tuple(keys)
+
+
+def model_pieces(cells: Sequence[Cell], plugins: Any) -> dict[str, tuple[str, ...]]:
+    """Pieces of every model of ``cells`` (by model key, in first-appearance order)."""
+    out: dict[str, tuple[str, ...]] = {}
+    datasets: dict[str, Any] = {}
+    for c in cells:
+        if c.model_key in out:
+            continue
+        if c.dataset not in datasets:
+            datasets[c.dataset] = plugins.get("dataset", c.dataset)()
+        defense = instantiate(plugins.get("defense", c.defense), c.params, c.defense)
+        out[c.model_key] = probe_pieces(defense, datasets[c.dataset], c)
+    return out
+
+
+def sharing(pieces: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
+    """For each model, the earlier models it waits for: the first model to use a piece trains
+    it, and every later model using that piece runs after it (and loads it from the cache)."""
+    owner: dict[str, str] = {}
+    after: dict[str, tuple[str, ...]] = {}
+    for key, ps in pieces.items():
+        waits = {owner[p] for p in ps if p in owner and owner[p] != key}
+        after[key] = tuple(sorted(waits))
+        for p in ps:
+            owner.setdefault(p, key)
+    return after
+
+
+def new_pieces(pieces: dict[str, tuple[str, ...]]) -> dict[str, int]:
+    """How many pieces each model trains itself (the ones no earlier model trained)."""
+    seen: set[str] = set()
+    out = {}
+    for key, ps in pieces.items():
+        out[key] = max(len([p for p in ps if p not in seen]), 0)
+        seen.update(ps)
+    return out
+
+
+# ---------------------------------------------------------------- history of timings
+
+
+def _norm(v: Any) -> Any:
+    """A comparable form of a parameter value across schema versions: sequences as their items
+    joined by "x" (``[10, 10]`` and ``"10x10"`` are the same HRS), no ``batch_size``."""
+    if isinstance(v, list | tuple):
+        return "x".join(str(_norm(i)) for i in v)
+    if isinstance(v, dict):
+        return tuple((k, _norm(x)) for k, x in sorted(v.items()) if k != "batch_size")
+    if isinstance(v, float) and v.is_integer():
+        return int(v)
+    return v
+
+
+def read_history(paths: Iterable[Path]) -> list[dict[str, Any]]:
+    """The lines of result files as flat rows (older schemas migrated on reading)."""
+    from hrsbench.results import read_lines
+
+    return [line.row() for p in paths for line in read_lines(Path(p))]
+
+
+def _sig(obj: Any, names: Sequence[str]) -> tuple[Any, ...]:
+    get = obj.get if isinstance(obj, dict) else lambda k: getattr(obj, k, None)
+    return tuple(_norm(get(k)) for k in names)
+
+
+#: Levels of similarity for a cell, most specific first: fields that must match.
+_CELL_LEVELS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("same cell", _CELL_FIELDS),
+    ("other strength", ("dataset", "n_test", "defense", "params", "attack", "attack_params",
+                        "setting", "targeted", "eot_samples")),
+    ("similar", ("dataset", "n_test", "defense", "attack", "setting")),
+    ("other defense", ("dataset", "n_test", "attack", "setting")),
+    ("attack only", ("dataset", "attack")),
+)
+
+
+@dataclass
+class History:
+    """Recorded timings, indexed for the estimates."""
+
+    lines: list[dict[str, Any]]
+    cells: dict[tuple[str, tuple[Any, ...]], list[float]] = field(default_factory=dict)
+    by_cell_key: dict[str, float] = field(default_factory=dict)
+    models: dict[tuple[Any, ...], float] = field(default_factory=dict)
+    by_model_key: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for line in self.lines:
+            t = line.get("time_s")
+            if isinstance(t, int | float) and line.get("attack") not in (None, "none"):
+                self.by_cell_key[line.get("cell_key", "")] = float(t)
+                for level, names in _CELL_LEVELS:
+                    self.cells.setdefault((level, _sig(line, names)), []).append(float(t))
+            train = line.get("train_time_s")
+            if isinstance(train, int | float) and train > 0:
+                sig = _sig(line, _MODEL_FIELDS)
+                self.models[sig] = max(self.models.get(sig, 0.0), float(train))
+                mk = line.get("model_key", "")
+                self.by_model_key[mk] = max(self.by_model_key.get(mk, 0.0), float(train))
+
+    def cell_cost(self, cell: Cell, skip_own: bool = False) -> tuple[float | None, str]:
+        """Seconds for ``cell`` and what the figure rests on; with ``skip_own``, the cell's own
+        recorded time is not used (to check the similar-cell estimate against it)."""
+        if cell.attack == "none":
+            return 0.0, "clean only"
+        if not skip_own and cell.key in self.by_cell_key:
+            return self.by_cell_key[cell.key], "recorded"
+        for level, names in _CELL_LEVELS[1 if skip_own else 0 :]:
+            times = self.cells.get((level, _sig(cell, names)))
+            if times:
+                return statistics.median(times), level
+        return None, "no timing"
+
+
+# ---------------------------------------------------------------- model costs
+
+
+@dataclass(frozen=True)
+class _Rate:
+    """Seconds per epoch and per newly trained piece, over recorded trainings of a defense."""
+
+    seconds: float = 0.0
+    units: float = 0.0
+
+    def add(self, seconds: float, units: float) -> _Rate:
+        return _Rate(self.seconds + seconds, self.units + units)
+
+    @property
+    def value(self) -> float | None:
+        return self.seconds / self.units if self.units > 0 else None
+
+
+def training_rates(history: History, plugins: Any) -> dict[tuple[str, str | None], _Rate]:
+    """Training seconds per epoch and new piece, by (dataset, defense) and (dataset, None).
+
+    The recorded models are probed in the order they were first written (the order they
+    trained in), so a model that reused earlier pieces is charged only for its own.
+    """
+    firsts: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for line in history.lines:
+        firsts.setdefault(_sig(line, _MODEL_FIELDS), line)
+    cells = [c for c in (_line_cell(line, plugins) for line in firsts.values()) if c]
+    new = new_pieces(model_pieces(cells, plugins)) if cells else {}
+    rates: dict[tuple[str, str | None], _Rate] = {}
+    for c in cells:
+        seconds = history.models.get(_sig(c, _MODEL_FIELDS))
+        if not seconds or not new.get(c.model_key):
+            continue
+        units = new[c.model_key] * max(c.epochs, 1)
+        for k in ((c.dataset, c.defense), (c.dataset, None)):
+            rates[k] = rates.get(k, _Rate()).add(seconds, units)
+    return rates
+
+
+def _line_cell(line: dict[str, Any], plugins: Any) -> Cell | None:
+    """A clean-only cell standing for a recorded line's model, or None when the defense or
+    its parameters no longer resolve."""
+    try:
+        dcls = plugins.get("defense", line["defense"])
+        fields = {f.name for f in dataclasses.fields(dcls)}
+        params = {k: v for k, v in (line.get("params") or {}).items() if k in fields}
+        instantiate(dcls, params, line["defense"])
+        return Cell(line["dataset"], line.get("n_train"), int(line.get("n_test") or 0),
+                    line.get("n_clean"), int(line.get("epochs") or 1), int(line.get("seed") or 0),
+                    line["defense"], params, "none", {}, 0.0, "none", bool(line.get("targeted")),
+                    int(line.get("repeats") or 1), 1)
+    except Exception:
+        return None
+
+
+# ---------------------------------------------------------------- the plan
+
+
+@dataclass
+class Task:
+    """One node of the plan: a model training or a cell."""
+
+    key: str
+    kind: str  # "model" or "cell"
+    label: str
+    done: bool
+    cost: float | None  # seconds; None when nothing similar was ever timed
+    basis: str
+    after: tuple[str, ...] = ()
+    recorded: float | None = None  # a done cell's own time, to check the estimate against
+    check: float | None = None  # a done cell's estimate without its own time
+
+    @property
+    def seconds(self) -> float:
+        return self.cost or 0.0
+
+
+@dataclass
+class Plan:
+    tasks: list[Task]
+
+    def by_key(self) -> dict[str, Task]:
+        return {t.key: t for t in self.tasks}
+
+    def remaining(self) -> list[Task]:
+        """Tasks still to run; dependencies on finished tasks are dropped."""
+        todo = {t.key for t in self.tasks if not t.done}
+        return [dataclasses.replace(t, after=tuple(a for a in t.after if a in todo))
+                for t in self.tasks if t.key in todo]
+
+    def full(self) -> list[Task]:
+        """Every task as if nothing were done yet (the cost of the grid from scratch)."""
+        return [dataclasses.replace(t, done=False) for t in self.tasks]
+
+
+def critical_path(tasks: Sequence[Task]) -> tuple[float, list[Task]]:
+    """The longest chain of dependent tasks (seconds, chain from first to last)."""
+    index = {t.key: t for t in tasks}
+    finish: dict[str, tuple[float, str | None]] = {}
+    for t in tasks:  # tasks come in dependency order: a model before its cells and sharers
+        prev = max(((finish[a][0], a) for a in t.after if a in finish), default=(0.0, None))
+        finish[t.key] = (prev[0] + t.seconds, prev[1])
+    if not finish:
+        return 0.0, []
+    key: str | None = max(finish, key=lambda k: finish[k][0])
+    total = finish[key][0]
+    chain = []
+    while key is not None:
+        chain.append(index[key])
+        key = finish[key][1]
+    return total, chain[::-1]
+
+
+def makespan(tasks: Sequence[Task], workers: int) -> float:
+    """Wall time of a list schedule on ``workers`` equal workers: a ready task with the longest
+    chain behind it starts first (what a task-graph scheduler achieves, near enough)."""
+    index = {t.key: t for t in tasks}
+    children: dict[str, list[str]] = {t.key: [] for t in tasks}
+    waiting = {t.key: len([a for a in t.after if a in index]) for t in tasks}
+    for t in tasks:
+        for a in t.after:
+            if a in index:
+                children[a].append(t.key)
+    tail: dict[str, float] = {}
+    for t in reversed(tasks):
+        tail[t.key] = t.seconds + max((tail[c] for c in children[t.key]), default=0.0)
+    ready = [(-tail[k], i, k) for i, k in enumerate(index) if waiting[k] == 0]
+    heapq.heapify(ready)
+    running: list[tuple[float, str]] = []
+    now, order = 0.0, len(index)
+    while ready or running:
+        while ready and len(running) < workers:
+            _, _, k = heapq.heappop(ready)
+            heapq.heappush(running, (now + index[k].seconds, k))
+        now, k = heapq.heappop(running)
+        for c in children[k]:
+            waiting[c] -= 1
+            if waiting[c] == 0:
+                order += 1
+                heapq.heappush(ready, (-tail[c], order, c))
+    return now
+
+
+def build_plan(cells: Sequence[Cell], done: set[str], cache: ModelCache, plugins: Any,
+               history: History) -> Plan:
+    """Models (cached or not) and cells (done or not) of a run, with estimated costs."""
+    pieces = model_pieces(cells, plugins)
+    after, new = sharing(pieces), new_pieces(pieces)
+    rates = training_rates(history, plugins)
+    tasks: list[Task] = []
+    firsts: dict[str, Cell] = {}
+    for c in cells:
+        firsts.setdefault(c.model_key, c)
+    for key, c in firsts.items():
+        cost, basis = _model_cost(c, new[key], history, rates)
+        tasks.append(Task(key, "model", model_label(c, plugins), cache.path(key).exists(),
+                          cost, basis, after[key]))
+    for c in cells:
+        cost, basis = history.cell_cost(c)
+        task = Task(c.key, "cell", f"{model_label(c, plugins)} · {_cell_label(c)}", c.key in done,
+                    cost, basis, (c.model_key,))
+        if task.done and c.attack != "none":
+            task.recorded = history.by_cell_key.get(c.key)
+            task.check = history.cell_cost(c, skip_own=True)[0]
+        tasks.append(task)
+    return Plan(tasks)
+
+
+def _model_cost(c: Cell, new: int, history: History,
+                rates: dict[tuple[str, str | None], _Rate]) -> tuple[float | None, str]:
+    if new == 0:
+        return 0.0, "reuses earlier models"
+    if c.model_key in history.by_model_key:
+        return history.by_model_key[c.model_key], "recorded"
+    if (recorded := history.models.get(_sig(c, _MODEL_FIELDS))) is not None:
+        return recorded, "recorded"
+    for k, basis in (((c.dataset, c.defense), "per epoch and piece"),
+                     ((c.dataset, None), "other defenses' rate")):
+        rate = rates.get(k)
+        if rate is not None and rate.value is not None:
+            return rate.value * new * max(c.epochs, 1), basis
+    return None, "no timing"
+
+
+def model_label(c: Cell, plugins: Any) -> str:
+    """The defense and its parameters that differ from the defaults (or its strength)."""
+    try:
+        dcls = plugins.get("defense", c.defense)
+        shown, strength = defaults(dcls), getattr(dcls, "strength", None)
+    except Exception:
+        shown, strength = {}, None
+    params = " ".join(f"{k}={_show(v)}" for k, v in c.params.items()
+                      if k == strength or _norm(shown.get(k)) != _norm(v))
+    return f"{c.defense} {params}".strip()
+
+
+def _cell_label(c: Cell) -> str:
+    if c.attack == "none":
+        return "clean"
+    return f"{c.attack} {c.setting} {c.attack_strength:g}"
+
+
+def _show(v: Any) -> str:
+    return "x".join(map(str, v)) if isinstance(v, list | tuple) else str(v)
+
+
+# ---------------------------------------------------------------- printing
+
+
+def _dur(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 2 * 3600:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def summary(tasks: Sequence[Task], workers: Sequence[int] = WORKERS) -> dict[str, Any]:
+    """Totals of ``tasks``: seconds of work, critical path and wall time per worker count."""
+    total = sum(t.seconds for t in tasks)
+    path, chain = critical_path(tasks)
+    return {
+        "tasks": len(tasks), "unknown": sum(t.cost is None for t in tasks), "total_s": total,
+        "critical_path_s": path, "chain": [t.label for t in chain],
+        "wall_s": {w: makespan(tasks, w) for w in workers},
+    }
+
+
+def render(plan: Plan) -> list[str]:
+    """The plan as text lines: models, cells per model, then totals."""
+    lines = ["models:"]
+    tasks = plan.tasks
+    for m in (t for t in tasks if t.kind == "model"):
+        state = "cached" if m.done else "to train"
+        cost = "?" if m.cost is None else _dur(m.cost)
+        lines.append(f"  {m.label:<34} {state:<9} {cost:>9}  ({m.basis})")
+    lines.append("cells (per model): done / total, estimated seconds of the cells to run")
+    for m in (t for t in tasks if t.kind == "model"):
+        cells = [t for t in tasks if t.kind == "cell" and t.after == (m.key,)]
+        todo = [t for t in cells if not t.done]
+        unknown = sum(t.cost is None for t in todo)
+        extra = f"  ({unknown} without a timing)" if unknown else ""
+        lines.append(f"  {m.label:<34} {len(cells) - len(todo):>4} / {len(cells):<4}"
+                     f" {_dur(sum(t.seconds for t in todo)):>9}{extra}")
+    lines += _check_lines(tasks)
+    for name, sub in (("to run", plan.remaining()), ("whole grid", plan.full())):
+        s = summary(sub)
+        walls = ", ".join(f"{w} worker{'s' if w > 1 else ''} {_dur(v)}"
+                          for w, v in s["wall_s"].items())
+        unknown = f"; {s['unknown']} tasks without a timing count as 0" if s["unknown"] else ""
+        lines.append(f"{name}: {s['tasks']} tasks, {_dur(s['total_s'])} of work; critical path "
+                     f"{_dur(s['critical_path_s'])}; wall time on {walls}{unknown}")
+        if s["chain"]:
+            lines.append(f"  critical path: {' → '.join(_short(s['chain']))}")
+    return lines
+
+
+def _check_lines(tasks: Sequence[Task]) -> list[str]:
+    """For finished cells: the similar-cell estimate (without their own time) against their
+    recorded total, which says how far to trust the estimates of cells never run."""
+    pairs = [(t.recorded, t.check) for t in tasks if t.recorded is not None and t.check]
+    if not pairs:
+        return []
+    rec = sum(r for r, _ in pairs)
+    est = sum(e for _, e in pairs if e is not None)
+    return [f"check: {len(pairs)} finished cells recorded {_dur(rec)}; estimated from similar "
+            f"cells without their own time {_dur(est)} ({100 * (est / rec - 1):+.0f} %)"]
+
+
+def _short(chain: list[str]) -> list[str]:
+    return chain if len(chain) <= 6 else [*chain[:3], f"… {len(chain) - 5} more …", *chain[-2:]]
+
+
+def dry_run(cells: Sequence[Cell], out: Path, cache: ModelCache, plugins: Any) -> list[str]:
+    """The plan of a run into ``out`` as text lines, from the timings in ``out``'s results."""
+    rows = read_history([Path(out) / "results.jsonl"])
+    done = {r["cell_key"] for r in rows}
+    history = History(rows)
+    return render(build_plan(cells, done, cache, plugins, history))
