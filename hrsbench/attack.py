@@ -7,6 +7,7 @@ adversarial examples against an ART classifier. The *setting* decides which clas
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -16,12 +17,19 @@ from art.estimators.classification import PyTorchClassifier
 
 
 @dataclass
-class Attack:
+class Attack(ABC):
+    """Subclass as a dataclass whose fields are the attack's parameters (validated against their
+    type hints before a run starts) and register it with the ``register_attacks`` hook."""
+
     name: ClassVar[str]
     #: What the run config's ``strengths`` list sets: "eps" for norm-bounded attacks.
     strength: ClassVar[str] = "eps"
     #: Whether the attack iterates (sanity checks compare iterative attacks with single-step).
     iterative: ClassVar[bool] = False
+    #: Examples crafted per batch. An execution option, not a parameter: the engine sets it on
+    #: the instance from the run's ``batch_size`` (it changes speed and memory, never which
+    #: result a cell has), so it is no dataclass field and enters no key.
+    batch_size: ClassVar[int] = 256
 
     def loss(
         self, logits: torch.Tensor, y: torch.Tensor, targets: torch.Tensor | None = None
@@ -32,6 +40,7 @@ class Attack:
             return -torch.nn.functional.cross_entropy(logits, targets, reduction="none")
         return torch.nn.functional.cross_entropy(logits, y, reduction="none")
 
+    @abstractmethod
     def generate(
         self,
         classifier: PyTorchClassifier,
@@ -40,5 +49,5 @@ class Attack:
         strength: float,
         targets: np.ndarray | None = None,
     ) -> np.ndarray:
-        """Adversarial versions of ``x`` (true labels ``y``), towards ``targets`` if given."""
-        raise NotImplementedError
+        """Adversarial versions of ``x`` (true labels ``y``), towards ``targets`` if given,
+        crafted ``self.batch_size`` examples at a time."""

@@ -8,6 +8,7 @@ import os
 import shutil
 import tempfile
 import urllib.request
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -49,7 +50,7 @@ def md5sum(path: Path) -> str:
     return h.hexdigest()
 
 
-class Dataset:
+class Dataset(ABC):
     """Subclass and register with ``register_datasets``.
 
     ``files`` are verified before every load; when any is missing, ``downloads`` are fetched.
@@ -61,9 +62,9 @@ class Dataset:
     files: ClassVar[tuple[DataFile, ...]]
     downloads: ClassVar[tuple[Download, ...]] = ()
 
+    @abstractmethod
     def read(self, root: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
         """Read verified files: ``split`` is "train" or "test"; float32 NCHW in [0, 1], int64."""
-        raise NotImplementedError
 
     def load(
         self, split: str, n: int | None = None, data_dir: Path | None = None

@@ -8,8 +8,9 @@ where one exists, its exact expectation.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from torch import nn
 
@@ -19,20 +20,25 @@ from hrsbench.training import Trainer
 
 
 @dataclass
-class Defense:
+class Defense(ABC):
+    """Subclass as a dataclass whose fields are the defense's parameters (validated against
+    their type hints before a run starts) and register it with the ``register_defenses`` hook."""
+
     name: ClassVar[str]
     #: The parameter that sets the defense's strength, swept for DES (e.g. a dropout rate).
     strength: ClassVar[str | None] = None
     #: Whether the deployed model draws fresh randomness on every forward pass.
     stochastic: ClassVar[bool] = False
 
+    @abstractmethod
     def build(self, dataset: Dataset) -> nn.Module:
         """An untrained model for ``dataset``; stochastic layers must ignore ``module.training``
         (ART puts models in eval mode before every query)."""
-        raise NotImplementedError
 
-    def fit(self, model: nn.Module, trainer: Trainer) -> None:
-        """Train ``model`` in place; the default is the paper's schedule on all weights."""
+    def fit(self, model: nn.Module, trainer: Trainer, dataset: Dataset) -> None:
+        """Train ``model`` (built by :meth:`build` for ``dataset``) in place on ``trainer``'s
+        training split; the default is the paper's schedule on all weights, checkpointed under
+        the defense's name and parameters."""
         trainer.fit(model, checkpoint=trainer.key_for("fit", self.name, as_dict(self)),
                     label=self.name)
 
@@ -43,7 +49,3 @@ class Defense:
     def expectation(self, model: nn.Module) -> nn.Module | None:
         """A deterministic model giving the expected output (mean softmax), if computable."""
         return None
-
-    def sweep(self, dataset: str) -> list[dict[str, Any]]:
-        """Parameter sets spanning the defense's strength range on ``dataset``, for DES studies."""
-        return []

@@ -1,25 +1,44 @@
-"""A small foolbox-3-style base for L∞ gradient attacks, and the losses they maximise.
+"""The template for gradient attacks (in the style of foolbox 3), and the losses they maximise.
 
 An attack is a loop of overridable pieces: :meth:`GradientAttack.loss` (per-example objective,
 maximised), :meth:`~GradientAttack.start`, :meth:`~GradientAttack.direction` (the sign of the
-gradient for L∞), :meth:`~GradientAttack.step_size` and :meth:`~GradientAttack.project` (onto
-the ε-ball and the [0, 1] box). FGSM, PGD and CW-PGD differ only in those pieces; APGD replaces
-the loop. Every gradient comes from :meth:`hrsbench.Classifier.value_and_grad`, so the setting's
-EOT averaging and fixed-randomness surrogate apply exactly as they do to ART's attacks, and the
-loop stays in torch on the classifier's device (no numpy round trip per step).
+gradient for L∞), :meth:`~GradientAttack.optimizer` (what turns directions into steps: the
+identity, or e.g. :class:`Adam`), :meth:`~GradientAttack.step_size`,
+:meth:`~GradientAttack.iterations` and :meth:`~GradientAttack.project` (onto the ε-ball and the
+[0, 1] box). FGSM, PGD, CW-PGD and the paper's Adam variants differ only in those pieces; APGD
+and CW-L2 replace :meth:`~GradientAttack.run`. Every gradient comes from
+:meth:`hrsbench.Classifier.value_and_grad`, so the setting's EOT averaging and fixed-randomness
+surrogate apply exactly as they do to ART's attacks, and the loop stays in torch on the
+classifier's device (no numpy round trip per step).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import partial
+from typing import Protocol
 
 import numpy as np
 import torch
 
-from hrsbench import Attack, Classifier
+from hrsbench.attack import Attack
+from hrsbench.estimator import Classifier
 
 Tensor = torch.Tensor
+
+
+class Optimizer(Protocol):
+    """Turns an ascent direction into the step taken (before ``step_size`` scaling); one per
+    batch, so it may keep state across iterations (momentum, moment estimates)."""
+
+    def update(self, direction: Tensor) -> Tensor: ...
+
+
+class Identity:
+    """The plain step: the direction itself (PGD's sign step, FGSM's one step)."""
+
+    def update(self, direction: Tensor) -> Tensor:
+        return direction
 
 
 def _others(logits: Tensor, exclude: Tensor) -> Tensor:
@@ -59,9 +78,9 @@ def dlr_loss(logits: Tensor, y: Tensor, targets: Tensor | None = None) -> Tensor
 class GradientAttack(Attack):
     """L∞ gradient attack on inputs in the classifier's clip range; ``strength`` is ε.
 
-    ``loss`` (per example) is maximised; the default loop is ``iterations()`` steps of
-    ``x ← project(x + step_size(ε) · direction(∇loss))`` from ``start``. Concrete attacks
-    declare a ``batch_size`` field last, so their schedule parameters read first.
+    ``loss`` (per example) is maximised; the loop is ``iterations()`` steps of
+    ``x ← project(x + step_size(ε) · opt.update(direction(∇loss)))`` from ``project(start)``,
+    with ``opt = optimizer(x0)`` made once per batch. Override the pieces, not the loop.
     """
 
     # -- overridable pieces (``loss`` is Attack's cross-entropy unless overridden) -------------
@@ -78,6 +97,10 @@ class GradientAttack(Attack):
     def direction(self, grad: Tensor) -> Tensor:
         return grad.sign()
 
+    def optimizer(self, x0: Tensor) -> Optimizer:
+        """A fresh optimizer for the batch ``x0``; the default steps along the direction."""
+        return Identity()
+
     def project(self, x: Tensor, x0: Tensor, eps: float, bounds: tuple[float, float]) -> Tensor:
         return torch.clamp(torch.minimum(torch.maximum(x, x0 - eps), x0 + eps), *bounds)
 
@@ -89,14 +112,21 @@ class GradientAttack(Attack):
         bounds = bounds_of(classifier)
         objective = partial(self.loss, y=y, targets=targets)
         x = self.project(self.start(x0, eps), x0, eps, bounds)
-        alpha = self.step_size(eps)
+        alpha, opt = self.step_size(eps), self.optimizer(x0)
         for _ in range(self.iterations()):
             _, grad = classifier.value_and_grad(x, objective)
-            x = self.project(x + alpha * self.direction(grad), x0, eps, bounds)
+            x = self.project(x + alpha * opt.update(self.direction(grad)), x0, eps, bounds)
         return x
 
-    def generate(self, classifier, x, y, strength, targets=None):
-        """Batches of ``batch_size`` through :meth:`run`; numpy in and out."""
+    def generate(
+        self,
+        classifier: Classifier,
+        x: np.ndarray,
+        y: np.ndarray,
+        strength: float,
+        targets: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """Batches of ``self.batch_size`` through :meth:`run`; numpy in and out."""
         device = classifier.device
         out = []
         for i in range(0, len(x), self.batch_size):
@@ -122,9 +152,9 @@ def uniform_start(x0: Tensor, eps: float) -> Tensor:
 
 
 class Adam:
-    """Adam's update direction for one tensor of variables, ascent or descent left to the caller
-    (Kingma & Ba; Keras's constants, as the paper's code): Carlini–Wagner optimise with it, and
-    the authors' PGD variants feed it gradient signs."""
+    """An :class:`Optimizer`: Adam's update direction for one tensor of variables, ascent or
+    descent left to the caller (Kingma & Ba; Keras's constants, as the paper's code):
+    Carlini–Wagner optimise with it, and the authors' PGD variants feed it gradient signs."""
 
     def __init__(self, like: Tensor, beta1: float = 0.9, beta2: float = 0.999,
                  epsilon: float = 1e-7) -> None:

@@ -37,7 +37,7 @@ from hrsbench.metrics import (
 )
 from hrsbench.outcomes import encode_counts
 from hrsbench.params import instantiate
-from hrsbench.plugins import Registry, registry
+from hrsbench.plugins import Registry, guarded, registry
 from hrsbench.results import ResultStore
 from hrsbench.sanity import registry_traits, write_report
 from hrsbench.threat import ThreatContext, run_threat
@@ -68,11 +68,13 @@ def obtain_model(
 ) -> tuple[nn.Module, float]:
     """The trained model for ``cell`` from the cache, or trained now; returns training seconds."""
     torch.manual_seed(cell.seed)
-    model = defense.build(dataset).to(trainer.device, memory_format=FAST_LAYOUT)
+    with guarded(defense, "build"):
+        model = defense.build(dataset).to(trainer.device, memory_format=FAST_LAYOUT)
     if cache.load(cell.model_key, model):
         return model.eval(), 0.0
     start = time.perf_counter()
-    defense.fit(model, trainer)
+    with guarded(defense, "fit"):
+        defense.fit(model, trainer, dataset)
     cache.save(cell.model_key, model)
     return model.eval(), time.perf_counter() - start
 
@@ -136,6 +138,7 @@ def run(
                 if cell.attack != "none":
                     acls = reg.get("attack", cell.attack)
                     attack = instantiate(acls, cell.attack_params, cell.attack)
+                    attack.batch_size = cfg.batch_size  # an execution option, not a parameter
                 metrics = evaluate(
                     cell, defense, attack, model, dataset, x_test, y_test, cfg, dev, report
                 )
@@ -193,17 +196,20 @@ def evaluate(
         x, y, targets = targeted_pairs(x, y, dataset.arch.n_classes)
     n_classes = dataset.arch.n_classes
     deviation = _gradient_deviation(defense, attack, model, x, y, targets, n_classes, cfg, device)
-    classifier = crafting_classifier(
-        cell.setting, defense, model, x.shape[1:], n_classes,
-        eot_samples=cell.eot_samples, device=str(device),
-    )
+    # The fixed and expectation settings call into the defense's own code.
+    with guarded(defense, {"expectation": "expectation"}.get(cell.setting, "surrogate")):
+        classifier = crafting_classifier(
+            cell.setting, defense, model, x.shape[1:], n_classes,
+            eot_samples=cell.eot_samples, device=str(device),
+        )
     label = (f"{cell.defense} {cell.attack} {cell.setting} "
              f"{attack.strength}={cell.attack_strength:g}")
     chunks = []
     for i in range(0, len(x), cfg.batch_size):
         sl = slice(i, i + cfg.batch_size)
         t = None if targets is None else targets[sl]
-        chunks.append(attack.generate(classifier, x[sl], y[sl], cell.attack_strength, t))
+        with guarded(attack, "generate"):
+            chunks.append(attack.generate(classifier, x[sl], y[sl], cell.attack_strength, t))
         report("attack", label, min(i + cfg.batch_size, len(x)), len(x))
     adv = np.concatenate(chunks).astype(np.float32)
     adv_preds = predictions(model, adv, cell.repeats, cfg.batch_size)

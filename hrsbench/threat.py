@@ -9,6 +9,7 @@ line of ``results.jsonl`` like any attack cell's, with ``attack`` set to the thr
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from hrsbench.cache import ModelCache, stable_hash
 from hrsbench.data import Dataset
 from hrsbench.defense import Defense
 from hrsbench.params import instantiate
+from hrsbench.plugins import guarded
 
 if TYPE_CHECKING:
     from hrsbench.cells import Cell
@@ -60,19 +62,19 @@ class ThreatContext:
 
 
 @dataclass
-class Threat:
-    """Subclass as a dataclass whose fields are the threat's parameters; register it with the
-    ``register_threats`` hook. Lists in a run config's ``[[threats]] params`` are grid axes."""
+class Threat(ABC):
+    """Subclass as a dataclass whose fields are the threat's parameters (validated against
+    their type hints before a run starts); register it with the ``register_threats`` hook."""
 
     name: ClassVar[str]
     #: The parameter reported as a result line's ``attack_strength`` (e.g. a kernel size).
     strength: ClassVar[str]
 
+    @abstractmethod
     def run(self, model: nn.Module, ctx: ThreatContext) -> dict[str, Any]:
         """Run the threat against the deployed ``model`` without changing it; return the
         line's metrics: at least ``n_examples``, ``attack_success_rate`` (the threat's success,
         higher is worse for the defense), ``attack_success_rate_std`` and ``defense_rate``."""
-        raise NotImplementedError
 
 
 @contextmanager
@@ -99,4 +101,5 @@ def run_threat(cell: Cell, model: nn.Module, ctx: ThreatContext) -> dict[str, An
     seeds the RNGs from the cell's key first and adds the fields every line has."""
     threat = instantiate(ctx.registry.get("threat", cell.attack), cell.attack_params,
                          f"threat {cell.attack!r}")
-    return threat.run(model, ctx)
+    with guarded(threat, "run"):
+        return threat.run(model, ctx)

@@ -10,7 +10,6 @@ round-trips every batch through NumPy, and its defaults (eps 8, step 2) assume 0
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import nn
@@ -21,12 +20,6 @@ from hrsbench.params import as_dict
 #: Training ε by dataset when not given. MNIST: Madry et al.'s 0.3. CIFAR-10: 2/255, inside
 #: the paper's sweep (C.5) — Madry's 8/255 costs this small network too much clean accuracy.
 DEFAULT_EPS: dict[str, float] = {"mnist": 0.3, "cifar10": 2 / 255}
-#: ε values swept for DES: C.5's 0.5/255 to 4.5/255 on CIFAR-10; on MNIST, where the paper does
-#: not run adversarial training (footnote 3), from a tenth of Madry's budget up to it.
-SWEEP_EPS: dict[str, tuple[float, ...]] = {
-    "mnist": (0.05, 0.1, 0.15, 0.2, 0.3),
-    "cifar10": tuple(k / 255 for k in (0.5, 1.5, 2.5, 3.5, 4.5)),
-}
 
 
 def pgd(
@@ -83,7 +76,6 @@ class AdversarialTraining(Defense):
             raise ValueError(f"eps is in [0, 1] pixel units, got {self.eps}")
         if self.steps < 1:
             raise ValueError(f"steps must be at least 1, got {self.steps}")
-        self._eps: float | None = self.eps
 
     def resolved_eps(self, dataset: str) -> float:
         if self.eps is not None:
@@ -93,8 +85,6 @@ class AdversarialTraining(Defense):
         return DEFAULT_EPS[dataset]
 
     def build(self, dataset: Dataset) -> nn.Module:
-        """The base model; also fixes ε for ``fit``, which is not told the dataset."""
-        self._eps = self.resolved_eps(dataset.name)
         return base_model(dataset.arch)
 
     def loss_fn(self, eps: float):
@@ -107,20 +97,14 @@ class AdversarialTraining(Defense):
 
         return adversarial_loss
 
-    def fit(self, model: nn.Module, trainer: Trainer) -> None:
-        if self._eps is None:
-            raise HrsbenchError("advtrain: build(dataset) must run before fit (it sets eps)")
+    def fit(self, model: nn.Module, trainer: Trainer, dataset: Dataset) -> None:
+        eps = self.resolved_eps(dataset.name)
         trainer.fit(
             model,
-            checkpoint=trainer.key_for("fit", self.name, as_dict(self), self._eps),
+            checkpoint=trainer.key_for("fit", self.name, as_dict(self), eps),
             label=self.name,
-            loss_fn=self.loss_fn(self._eps),
+            loss_fn=self.loss_fn(eps),
         )
-
-    def sweep(self, dataset: str) -> list[dict[str, Any]]:
-        if dataset not in SWEEP_EPS:
-            raise HrsbenchError(f"advtrain: no eps sweep for dataset {dataset!r}")
-        return [{"eps": e} for e in SWEEP_EPS[dataset]]
 
 
 @hookimpl

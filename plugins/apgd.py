@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from functools import partial
 
 import torch
-from hrsbench_plugins.gradient import GradientAttack, Tensor, bounds_of, dlr_loss
 
 from hrsbench import Classifier, hookimpl
+from hrsbench.gradient import GradientAttack, Tensor, bounds_of, dlr_loss
 
 #: AutoAttack's schedule: first checkpoint at 22% of the iterations, later ones closer by 3%
 #: of the iterations each time, but never less than 6% apart.
@@ -42,7 +42,6 @@ class APGD(GradientAttack):
     max_iter: int = 100
     restarts: int = 1
     eot_samples: int = 20
-    batch_size: int = 256
 
     def __post_init__(self) -> None:
         for field, low in (("max_iter", 1), ("restarts", 1), ("eot_samples", 1)):

@@ -1,6 +1,6 @@
 """The paper's L∞ attacks (section 2.1): FGSM, PGD and CW-PGD. Budgets are in [0, 1] pixel units.
 
-All three are :class:`~hrsbench_plugins.gradient.GradientAttack` s: FGSM is one full-ε step,
+All three are :class:`hrsbench.GradientAttack` s: FGSM is one full-ε step,
 PGD iterates smaller sign steps with projection, and CW-PGD is PGD with Carlini–Wagner's margin
 loss in place of cross-entropy, so the three differ by exactly the piece the paper names.
 They replace ART's FGSM/PGD: same update rule (a test checks they agree with ART's on a
@@ -12,9 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hrsbench_plugins.gradient import GradientAttack, Tensor, margin_loss, uniform_start
-
 from hrsbench import hookimpl
+from hrsbench.gradient import GradientAttack, Tensor, margin_loss, uniform_start
 
 
 @dataclass
@@ -22,7 +21,6 @@ class FGSM(GradientAttack):
     """Goodfellow et al.'s one-step attack: x ± ε·sign(∇ cross-entropy)."""
 
     name = "fgsm"
-    batch_size: int = 256
 
 
 @dataclass
@@ -40,7 +38,6 @@ class PGD(GradientAttack):
     max_iter: int = 100
     step: float | None = None
     random_init: bool = False
-    batch_size: int = 256
 
     def __post_init__(self) -> None:
         if self.max_iter < 1:

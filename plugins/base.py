@@ -16,7 +16,7 @@ class Base(Defense):
     def build(self, dataset: Dataset) -> nn.Module:
         return base_model(dataset.arch)
 
-    def fit(self, model: nn.Module, trainer: Trainer) -> None:
+    def fit(self, model: nn.Module, trainer: Trainer, dataset: Dataset) -> None:
         """The plain schedule, shared with SAP (whose weights are the base's)."""
         trainer.fit_standard(model, label=self.name)
 

@@ -18,10 +18,10 @@ from dataclasses import dataclass
 
 import torch
 from art.attacks.evasion import CarliniL2Method
-from hrsbench_plugins.gradient import Adam, GradientAttack, Tensor, bounds_of, margin_loss
 
 from hrsbench import Classifier, hookimpl
 from hrsbench.attack import Attack
+from hrsbench.gradient import Adam, GradientAttack, Tensor, bounds_of, margin_loss
 
 #: Carlini's constants: arctanh of exactly ±1 is infinite, so inputs are shrunk by this factor;
 #: c above this bound means "no upper bound found yet".
@@ -57,7 +57,6 @@ class CarliniWagnerL2(CarliniSchedule, GradientAttack):
 
     name = "cw"
     abort_early: bool = True
-    batch_size: int = 256
 
     def run(self, classifier: Classifier, x0: Tensor, y: Tensor, targets: Tensor | None,
             kappa: float) -> Tensor:
@@ -112,7 +111,6 @@ class CarliniWagnerL2ART(CarliniSchedule):
     name = "cw-art"
     max_halving: int = 5
     max_doubling: int = 5
-    batch_size: int = 256
 
     def generate(self, classifier, x, y, strength, targets=None):
         attack = CarliniL2Method(

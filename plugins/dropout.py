@@ -8,7 +8,6 @@ layers), with one rate for training and one for deployment.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import nn
@@ -50,7 +49,6 @@ def _check_rate(rate: float) -> None:
         raise ValueError(f"a dropout rate must be in [0, 1), got {rate}")
 
 
-
 @dataclass
 class DefensiveDropout(Defense):
     """``test_rate`` is the deployed dropout rate and the strength swept for DES.
@@ -78,26 +76,21 @@ class DefensiveDropout(Defense):
         return self.test_rate if self.train_rate is None else self.train_rate
 
     def build(self, dataset: Dataset) -> nn.Module:
-        self._standard_rate = dataset.arch.train_dropout
         layer = AlwaysOnDropout(self.effective_train_rate, self.test_rate)
         return nn.Sequential(replace_stage(base_stages(dataset.arch), "dropout", layer))
 
-    def fit(self, model: nn.Module, trainer: Trainer) -> None:
+    def fit(self, model: nn.Module, trainer: Trainer, dataset: Dataset) -> None:
         """At the base model's own training rate (0.3 on MNIST, 0.7 on CIFAR-10) training is the
         base's bit for bit (same parameters, initialisation order and seeded dropout masks), so
         it shares the base's one standard training instead of repeating it."""
-        if self.effective_train_rate == getattr(self, "_standard_rate", None):
+        if self.effective_train_rate == dataset.arch.train_dropout:
             trainer.fit_standard(model, label=self.name)
         else:
-            super().fit(model, trainer)
+            super().fit(model, trainer, dataset)
 
     def surrogate(self, model: nn.Module) -> nn.Module:
         """No dropout at all; inverted dropout means the scale is already right."""
         return without(model, AlwaysOnDropout)
-
-    def sweep(self, dataset: str) -> list[dict[str, Any]]:
-        """C.5: training and testing rates together from 0.1 to 0.9 (both datasets)."""
-        return [{"test_rate": r, "train_rate": r} for r in (0.1, 0.3, 0.5, 0.7, 0.9)]
 
 
 @hookimpl

@@ -11,9 +11,7 @@ stop over-fitting — kept here on both datasets, so this model is the base plus
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -22,8 +20,6 @@ from hrsbench.models import without
 
 #: (init, inner) deviations by dataset when not given (appendix C.2).
 DEFAULTS: dict[str, tuple[float, float]] = {"mnist": (0.2, 0.1), "cifar10": (0.02, 0.01)}
-#: Init deviations spanned by DES sweeps (appendix C.5); inner follows as init / 2.
-SWEEP_RANGE: dict[str, tuple[float, float]] = {"mnist": (0.1, 0.325), "cifar10": (0.01, 0.11)}
 
 
 def normal_like(x: torch.Tensor) -> torch.Tensor:
@@ -97,16 +93,6 @@ class Gaussian(Defense):
     def surrogate(self, model: nn.Module) -> nn.Module:
         """The trained weights without any noise stage."""
         return without(model, GaussianNoise)
-
-    def sweep(self, dataset: str) -> list[dict[str, Any]]:
-        """Five init deviations evenly over C.5's range, inner = init / 2."""
-        if dataset not in SWEEP_RANGE:
-            raise HrsbenchError(f"gaussian: no sweep range for dataset {dataset!r}")
-        lo, hi = SWEEP_RANGE[dataset]
-        return [
-            {"init": round(float(v), 6), "inner": round(float(v) / 2, 6)}
-            for v in np.linspace(lo, hi, 5)
-        ]
 
 
 @hookimpl

@@ -30,8 +30,6 @@ from hrsbench.models import seeded_init
 #: training example instead of once per example and epoch); above it they run live.
 FEATURE_CACHE_BYTES = 2 * 2**30
 
-WIDTHS = re.compile(r"\d+(x\d+)*")
-
 
 def route(channels: Sequence[nn.Module], x: torch.Tensor, choice: torch.Tensor) -> torch.Tensor:
     """Send sample ``k`` through ``channels[choice[k]]``, computing only the chosen channels.
@@ -227,8 +225,8 @@ class HRS(Defense):
     strength: ClassVar[str | None] = "channels"
     stochastic: ClassVar[bool] = True
 
-    #: Channels per block, bottom first: "10x10", "5x5x5" (one width per block).
-    channels: str = "10x10"
+    #: Channels per block, bottom first: [10, 10], [5, 5, 5] (one width per block).
+    channels: tuple[int, ...] = (10, 10)
     #: Comma-separated stage names after which the base model is cut into blocks.
     split: str = "dropout"
     #: "sample": a fresh channel per sample; "call": one draw per forward call for the batch.
@@ -239,13 +237,15 @@ class HRS(Defense):
     fixed_path_seed: int = 0
 
     def __post_init__(self) -> None:
-        if not WIDTHS.fullmatch(self.channels) or min(self.widths) < 1:
+        self.channels = tuple(self.channels)
+        if not self.channels or not all(isinstance(w, int) and w >= 1 for w in self.channels):
             raise HrsbenchError(
-                f"hrs: bad channels {self.channels!r}; write one width per block, e.g. '10x10'"
+                f"hrs: bad channels {list(self.channels)!r}; give one width of at least 1 per "
+                "block, e.g. channels = [10, 10]"
             )
         if len(self.widths) != len(self.cuts) + 1:
             raise HrsbenchError(
-                f"hrs: channels {self.channels!r} has {len(self.widths)} blocks but split "
+                f"hrs: channels {list(self.channels)!r} has {len(self.widths)} blocks but split "
                 f"{self.split!r} makes {len(self.cuts) + 1}; give one width per block"
             )
         if self.switch not in ("sample", "call"):
@@ -255,7 +255,7 @@ class HRS(Defense):
 
     @property
     def widths(self) -> list[int]:
-        return [int(w) for w in self.channels.split("x")]
+        return list(self.channels)
 
     @property
     def cuts(self) -> list[str]:
@@ -298,7 +298,7 @@ class HRS(Defense):
             "hrs-channel", self.cuts, block, channel, epochs[: block + 1], model.widths[:block]
         )
 
-    def fit(self, model: HRSNet, trainer: Trainer) -> None:
+    def fit(self, model: HRSNet, trainer: Trainer, dataset: Dataset) -> None:
         """Algorithm 1: blocks bottom-up, each channel trained with fresh single channels for
         every block above it; one cache file per channel, so a rerun resumes where it stopped."""
         model.to(trainer.device)
@@ -348,14 +348,6 @@ class HRS(Defense):
 
     def expectation(self, model: HRSNet) -> ExactExpectation:
         return ExactExpectation(model)
-
-    def sweep(self, dataset: str) -> list[dict[str, Any]]:
-        """The paper's widths 5×5 … 30×30 (C.5), one width for every block of this split."""
-        n = len(self.widths)
-        return [
-            {**dataclasses.asdict(self), "channels": "x".join([str(w)] * n)}
-            for w in range(5, 31, 5)
-        ]
 
 
 @hookimpl

@@ -13,17 +13,16 @@ reference because its step scales with ε.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import partial
 from typing import ClassVar
 
-from hrsbench_plugins.gradient import Adam, GradientAttack, Tensor, bounds_of, margin_loss
-
-from hrsbench import Classifier, hookimpl
+from hrsbench import hookimpl
+from hrsbench.gradient import Adam, GradientAttack, Tensor, margin_loss
 
 
 @dataclass
 class PGDAdam(GradientAttack):
-    """``max_iter`` Adam ascent steps of learning rate ``lr`` on the loss, projected."""
+    """``max_iter`` Adam ascent steps of learning rate ``lr`` on the loss, projected: the
+    gradient template with Adam as its optimizer, starting at the clean input."""
 
     name = "pgd-adam"
     iterative = True
@@ -31,24 +30,22 @@ class PGDAdam(GradientAttack):
     raw_gradient: ClassVar[bool] = False
     max_iter: int = 100
     lr: float = 0.1
-    batch_size: int = 256
 
     def __post_init__(self) -> None:
         if self.max_iter < 1 or self.lr <= 0:
             raise ValueError(f"need max_iter ≥ 1 and lr > 0, got {self.max_iter}, {self.lr}")
 
+    def iterations(self) -> int:
+        return self.max_iter
+
+    def step_size(self, eps: float) -> float:
+        return self.lr
+
     def direction(self, grad: Tensor) -> Tensor:
         return grad if self.raw_gradient else grad.sign()
 
-    def run(self, classifier: Classifier, x0: Tensor, y: Tensor, targets: Tensor | None,
-            eps: float) -> Tensor:
-        bounds = bounds_of(classifier)
-        objective = partial(self.loss, y=y, targets=targets)
-        x, adam = x0.clone(), Adam(x0)
-        for _ in range(self.max_iter):
-            _, grad = classifier.value_and_grad(x, objective)
-            x = self.project(x + self.lr * adam.update(self.direction(grad)), x0, eps, bounds)
-        return x
+    def optimizer(self, x0: Tensor) -> Adam:
+        return Adam(x0)
 
 
 @dataclass

@@ -8,7 +8,6 @@ here are trained exactly as the base model's (SAP absent) and pruning only acts 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import nn
@@ -92,7 +91,7 @@ class SAP(Defense):
 
         return nn.Sequential(insert_stages(base_stages(dataset.arch), after_relu_fc1))
 
-    def fit(self, model: nn.Module, trainer: Trainer) -> None:
+    def fit(self, model: nn.Module, trainer: Trainer, dataset: Dataset) -> None:
         """Standard training with SAP absent (post hoc, as Dhillon et al.), cached once for
         every ``draws``; the model's parameters and initialisation order are the base's."""
         trainer.fit_standard(self.surrogate(model), label=self.name)
@@ -102,11 +101,6 @@ class SAP(Defense):
         """Same weights, no pruning: since pruning is unbiased, this is also the model whose
         penultimate activations are SAP's expectation."""
         return without(model, StochasticActivationPruning)
-
-    def sweep(self, dataset: str) -> list[dict[str, Any]]:
-        """Draw fractions from heavy pruning (0.1) to nearly none (2.0), on any dataset: the
-        fraction is relative to the layer width, so the range carries over."""
-        return [{"draws": d} for d in (0.1, 0.25, 0.5, 1.0, 2.0)]
 
 
 @hookimpl

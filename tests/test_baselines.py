@@ -61,28 +61,6 @@ def test_registered_with_strength_and_kind():
         assert (cls.strength, cls.stochastic) == (strength, stochastic)
 
 
-@pytest.mark.parametrize("name", ["sap", "dropout", "gaussian", "advtrain"])
-@pytest.mark.parametrize("dataset", [MNIST, CIFAR10])
-def test_sweeps_build(name, dataset):
-    """Every swept parameter set is valid, sets the strength, and builds on the dataset."""
-    cls = load_registry().get("defense", name)
-    sweep = cls().sweep(dataset.name)
-    assert len(sweep) >= 4
-    values = [p[cls.strength] for p in sweep]
-    assert values == sorted(values) and len(set(values)) == len(values)
-    for params in sweep:
-        instantiate(cls, params, "test").build(dataset())
-
-
-def test_paper_sweep_ranges():
-    assert [p["init"] for p in Gaussian().sweep("mnist")][::4] == [0.1, 0.325]
-    assert [p["inner"] for p in Gaussian().sweep("cifar10")][::4] == [0.005, 0.055]
-    eps = [p["eps"] for p in AdversarialTraining().sweep("cifar10")]
-    assert eps[0] == pytest.approx(0.5 / 255) and eps[-1] == pytest.approx(4.5 / 255)
-    rates = DefensiveDropout().sweep("mnist")
-    assert rates[0]["test_rate"] == 0.1 and rates[-1]["test_rate"] == 0.9
-
-
 @pytest.mark.parametrize(
     "name,params",
     [("sap", {"draws": 0}), ("dropout", {"test_rate": 1.0}), ("dropout", {"train_rate": -0.1}),
@@ -166,20 +144,20 @@ def test_dropout_at_the_base_training_rate_shares_the_base_training(tmp_path):
                        key="t")
 
     base = seeded_init(Base().build(MNIST()), 3)
-    Base().fit(base, trainer("shared"))
+    Base().fit(base, trainer("shared"), MNIST())
     own = DefensiveDropout(test_rate=0.5, train_rate=0.3)
     alone = seeded_init(own.build(MNIST()), 3)
-    own.fit(alone, trainer("own"))
+    own.fit(alone, trainer("own"), MNIST())
     for (k, a), (_, b) in zip(base.state_dict().items(), alone.state_dict().items(), strict=True):
         assert torch.equal(a, b), k
     # The base's cache and no training data: the base's weights load, nothing trains.
     shared = DefensiveDropout(test_rate=0.9, train_rate=0.3)
     again = seeded_init(shared.build(MNIST()), 99)
-    shared.fit(again, trainer("shared", n=0))
+    shared.fit(again, trainer("shared", n=0), MNIST())
     assert torch.equal(again.fc1.weight, base.fc1.weight)
     other = DefensiveDropout(test_rate=0.1)  # trains at 0.1: its own weights
     differs = seeded_init(other.build(MNIST()), 3)
-    other.fit(differs, trainer("shared"))
+    other.fit(differs, trainer("shared"), MNIST())
     assert not torch.equal(differs.fc1.weight, base.fc1.weight)
 
 
@@ -235,16 +213,16 @@ def test_sap_trains_exactly_as_base(tmp_path):
         return Trainer(x=x, y=y, epochs=1, seed=3, cache=ModelCache(tmp_path / cache), key="t")
 
     base = seeded_init(Base().build(MNIST()), 3)
-    Base().fit(base, trainer("shared"))
+    Base().fit(base, trainer("shared"), MNIST())
     sap = seeded_init(SAP().build(MNIST()), 3)
-    SAP(draws=0.5).fit(sap, trainer("own"))
+    SAP(draws=0.5).fit(sap, trainer("own"), MNIST())
     for (k, a), (_, b) in zip(base.state_dict().items(), sap.state_dict().items(), strict=True):
         assert torch.equal(a, b), k
     # With the base's cache, SAP (any strength) loads the base's weights: no training at all.
     empty = Trainer(x=x[:0], y=y[:0], epochs=1, seed=3, cache=ModelCache(tmp_path / "shared"),
                     key="t")
     again = seeded_init(SAP().build(MNIST()), 99)
-    SAP(draws=2.0).fit(again, empty)
+    SAP(draws=2.0).fit(again, empty, MNIST())
     assert torch.equal(again.fc1.weight, base.fc1.weight)
 
 
@@ -322,11 +300,15 @@ def test_pgd_stays_in_the_ball_and_raises_the_loss():
     assert not model.training and all(p.grad is None for p in model.parameters())
 
 
-def test_advtrain_needs_build_before_fit(tmp_path):
+def test_advtrain_takes_its_default_eps_from_the_dataset_fit_is_given(tmp_path):
+    class Unknown(MNIST):
+        name = "unknown"
+
     trainer = Trainer(x=torch.zeros(1, 1, 28, 28), y=torch.zeros(1, dtype=torch.long),
                       epochs=1, seed=0, cache=ModelCache(tmp_path))
-    with pytest.raises(HrsbenchError, match="build"):
-        AdversarialTraining().fit(Base().build(MNIST()), trainer)
+    with pytest.raises(HrsbenchError, match="no default eps for dataset 'unknown'"):
+        AdversarialTraining().fit(Base().build(MNIST()), trainer, Unknown())
+    AdversarialTraining(eps=0.1).fit(Base().build(MNIST()), trainer, Unknown())
     assert AdversarialTraining().resolved_eps("cifar10") == pytest.approx(2 / 255)
 
 
@@ -360,13 +342,12 @@ def test_advtrain_is_more_robust_than_base(tmp_path):
     dataset = NarrowMNIST()
     trainer = Trainer(x=x, y=y, epochs=3, seed=0, cache=ModelCache(tmp_path), lr=0.02)
     base = seeded_init(Base().build(dataset), 0)
-    Base().fit(base, trainer)
+    Base().fit(base, trainer, dataset)
 
     defense = AdversarialTraining(eps=0.15, steps=3)
     robust = copy.deepcopy(base)
-    defense.build(dataset)
     trainer.epochs = 2
-    defense.fit(robust, trainer)
+    defense.fit(robust, trainer, dataset)
 
     def accuracy_under_pgd(model: nn.Module) -> tuple[float, float]:
         clf = Classifier(model, input_shape=(1, 28, 28))

@@ -13,6 +13,7 @@ from scipy.stats import chisquare
 from torch import nn
 
 from hrsbench import Arch, Classifier, HrsbenchError, ModelCache, Trainer
+from hrsbench.params import validate
 
 ARCH = Arch(in_channels=1, image_size=16, conv=(4, 4, 4, 4), fc=(16, 16), train_dropout=0.3)
 SHAPE = (1, 16, 16)
@@ -94,7 +95,7 @@ def test_epochs_per_block(tmp_path):
 
 
 def test_channels_follow_the_base_model_and_split():
-    model = built(HRS(channels="2x3x4", split="pool1,dropout"))
+    model = built(HRS(channels=(2, 3, 4), split="pool1,dropout"))
     assert model.widths == [2, 3, 4]
     names = [list(dict(b.channels[0].named_children())) for b in model.blocks]
     assert names[0][-1] == "pool1" and names[1][-1] == "dropout" and names[2][-1] == "logits"
@@ -127,7 +128,7 @@ def test_channel_choice_is_uniform(per_sample):
 
 
 def test_per_sample_switching_routes_each_sample_through_its_own_path():
-    model = built(HRS(channels="3x3"))
+    model = built(HRS(channels=(3, 3)))
     x = torch.rand(64, *SHAPE)
     with torch.no_grad():
         out = model(x)  # eval mode: switching must still happen
@@ -140,14 +141,14 @@ def test_per_sample_switching_routes_each_sample_through_its_own_path():
 
 
 def test_call_switching_shares_one_path_per_batch():
-    model = built(HRS(channels="3x3", switch="call"))
+    model = built(HRS(channels=(3, 3), switch="call"))
     x = torch.rand(64, *SHAPE)
     with torch.no_grad():
         out, paths = model(x), all_paths(model.blocks, x)
     assert ((paths - out).abs().amax((1, 2)) < 1e-5).any()
 
 
-@pytest.mark.parametrize(("channels", "split"), [("3x2", "dropout"), ("2x3x2", "pool1,dropout")])
+@pytest.mark.parametrize(("channels", "split"), [((3, 2), "dropout"), ((2, 3, 2), "pool1,dropout")])
 def test_exact_expectation_is_the_mean_over_all_paths(channels, split):
     defense = HRS(channels=channels, split=split)
     model = built(defense)
@@ -164,7 +165,7 @@ def test_exact_expectation_is_the_mean_over_all_paths(channels, split):
 
 
 def test_surrogate_is_one_deterministic_path_sharing_weights():
-    defense = HRS(channels="4x4", fixed_path_seed=3)
+    defense = HRS(channels=(4, 4), fixed_path_seed=3)
     model = built(defense)
     surrogate = defense.surrogate(model).train()  # stays deterministic even if asked to train
     x = torch.rand(16, *SHAPE)
@@ -175,11 +176,11 @@ def test_surrogate_is_one_deterministic_path_sharing_weights():
     i, j = surrogate.choice
     torch.testing.assert_close(a, paths[i * 4 + j])
     assert surrogate.path[0] is model.blocks[0].channels[i]
-    assert HRS(channels="4x4", fixed_path_seed=3).surrogate(model).choice == surrogate.choice
+    assert HRS(channels=(4, 4), fixed_path_seed=3).surrogate(model).choice == surrogate.choice
 
 
 def test_stochasticity_survives_art_predict_and_loss_gradient():
-    defense = HRS(channels="4x4")
+    defense = HRS(channels=(4, 4))
     model = built(defense)
     x = torch.rand(32, *SHAPE).numpy()
     y = torch.nn.functional.one_hot(torch.randint(10, (32,)), 10).numpy()
@@ -196,7 +197,7 @@ def test_stochasticity_survives_art_predict_and_loss_gradient():
 def test_lower_blocks_stay_frozen_while_upper_blocks_train(tmp_path, monkeypatch, cached_features):
     if not cached_features:
         monkeypatch.setattr(hrs, "FEATURE_CACHE_BYTES", 0)
-    defense = HRS(channels="2x2")
+    defense = HRS(channels=(2, 2))
     model = built(defense)
     trainer = make_trainer(tmp_path)
     defense.fit_block(model, trainer, 0)
@@ -208,22 +209,22 @@ def test_lower_blocks_stay_frozen_while_upper_blocks_train(tmp_path, monkeypatch
 
 
 def test_trailing_dropout_is_replayed_only_when_it_ends_the_lower_blocks():
-    default = built(HRS(channels="2x2"))
+    default = built(HRS(channels=(2, 2)))
     assert isinstance(hrs._trailing_dropout(default.blocks[:1]), nn.Dropout)
-    late = built(HRS(channels="2x2", split="fc2"))  # dropout inside block 1: features go live
+    late = built(HRS(channels=(2, 2), split="fc2"))  # dropout inside block 1: features go live
     assert hrs._trailing_dropout(late.blocks[:1]) is None
-    early = built(HRS(channels="2x2", split="pool1"))
+    early = built(HRS(channels=(2, 2), split="pool1"))
     assert isinstance(hrs._trailing_dropout(early.blocks[:1]), nn.Identity)
 
 
 def test_second_fit_trains_nothing_and_loads_the_same_weights(tmp_path, monkeypatch):
-    defense = HRS(channels="2x2")
+    defense = HRS(channels=(2, 2))
     first = built(defense, seed=0)
     fits = CountFits(monkeypatch)
-    defense.fit(first, make_trainer(tmp_path))
+    defense.fit(first, make_trainer(tmp_path), Tiny())
     assert fits.calls == 4
     second = built(defense, seed=1)
-    defense.fit(second, make_trainer(tmp_path))
+    defense.fit(second, make_trainer(tmp_path), Tiny())
     assert fits.calls == 4
     assert same(state(first), state(second))
 
@@ -232,44 +233,43 @@ def test_channels_are_cached_independently_of_width(tmp_path, monkeypatch):
     """A wider block reuses the narrower one's channels; the block above depends on the lower
     width, so it is retrained."""
     fits = CountFits(monkeypatch)
-    narrow = built(HRS(channels="2x2"))
-    HRS(channels="2x2").fit(narrow, make_trainer(tmp_path))
-    wide = built(HRS(channels="3x2"))
-    HRS(channels="3x2").fit(wide, make_trainer(tmp_path))
+    narrow = built(HRS(channels=(2, 2)))
+    HRS(channels=(2, 2)).fit(narrow, make_trainer(tmp_path), Tiny())
+    wide = built(HRS(channels=(3, 2)))
+    HRS(channels=(3, 2)).fit(wide, make_trainer(tmp_path), Tiny())
     assert fits.calls == 4 + 1 + 2
     assert same(state(narrow.blocks[0].channels), state(wide.blocks[0].channels[:2]))
-    HRS(channels="2x3").fit(built(HRS(channels="2x3")), make_trainer(tmp_path))
+    HRS(channels=(2, 3)).fit(built(HRS(channels=(2, 3))), make_trainer(tmp_path), Tiny())
     assert fits.calls == 7 + 1  # only the third block-2 channel is new
 
 
 def test_interrupted_fit_resumes_at_the_next_untrained_channel(tmp_path, monkeypatch):
-    defense = HRS(channels="2x2")
+    defense = HRS(channels=(2, 2))
     fits = CountFits(monkeypatch, fail_at=3)
     with pytest.raises(KeyboardInterrupt):
-        defense.fit(built(defense), make_trainer(tmp_path))
+        defense.fit(built(defense), make_trainer(tmp_path), Tiny())
     fits.fail_at = None
-    defense.fit(built(defense), make_trainer(tmp_path))
+    defense.fit(built(defense), make_trainer(tmp_path), Tiny())
     assert fits.calls == 3 + 2  # the failed call is retried, the first two are not
 
 
 def test_channels_differ_by_seed(tmp_path):
-    defense = HRS(channels="2x1")
+    defense = HRS(channels=(2, 1))
     model = built(defense)
-    defense.fit(model, make_trainer(tmp_path))
+    defense.fit(model, make_trainer(tmp_path), Tiny())
     a, b = (state(c) for c in model.blocks[0].channels)
     assert not same(a, b)
 
 
-def test_sweep_spans_the_papers_widths():
-    assert [p["channels"] for p in HRS().sweep("mnist")] == [
-        "5x5",
-        "10x10",
-        "15x15",
-        "20x20",
-        "25x25",
-        "30x30",
-    ]
-    assert HRS(channels="2x2x2", split="pool1,dropout").sweep("mnist")[0]["channels"] == "5x5x5"
+def test_channels_are_a_list_of_widths():
+    assert HRS(channels=[5, 5, 5], split="pool1,dropout").widths == [5, 5, 5]
+    assert validate(HRS, {"channels": [10, 10]}, "cfg")["channels"] == (10, 10)
+    for bad in ("10x10", [10, 2.5], [10, True]):
+        with pytest.raises(HrsbenchError, match="'channels'.*tuple"):
+            validate(HRS, {"channels": bad}, "cfg")
+    for bad in ((), (0, 3)):
+        with pytest.raises(HrsbenchError, match="bad channels"):
+            HRS(channels=bad)
     assert HRS.strength == "channels" and HRS.stochastic
 
 
