@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
-import os
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from hrsbench.errors import HrsbenchError
+from hrsbench.locks import model_lock
+from hrsbench.paths import default_cache_dir, user_dir
 from hrsbench.storage import atomic_write, stable_hash
 
-__all__ = ["ModelCache", "atomic_save", "atomic_write", "safe_load", "stable_hash", "user_dir"]
+__all__ = ["ModelCache", "atomic_save", "atomic_write", "default_cache_dir", "safe_load",
+           "stable_hash", "user_dir"]
 
 
 def atomic_save(obj: Any, path: Path) -> None:
@@ -26,18 +30,6 @@ def safe_load(path: Path) -> Any:
         raise HrsbenchError(
             f"corrupt checkpoint {path} ({type(e).__name__}); delete it and rerun to retrain"
         ) from None
-
-
-def user_dir(env: str, leaf: str) -> Path:
-    """``$env`` when set, else ``$XDG_CACHE_HOME/hrsbench/leaf`` (``~/.cache`` without it): data
-    and models are per-user caches, never part of a project checkout."""
-    if value := os.environ.get(env):
-        return Path(value)
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "hrsbench" / leaf
-
-
-def default_cache_dir() -> Path:
-    return user_dir("HRSBENCH_CACHE", "models")
 
 
 class ModelCache:
@@ -63,6 +55,11 @@ class ModelCache:
                 "delete it and rerun"
             ) from None
         return True
+
+    def lock(self, key: str, on_wait: Callable[[], None] | None = None) -> AbstractContextManager:
+        """Hold while looking up and, if missing, training the model under ``key``: another
+        process sharing the cache waits, then loads what this one trained."""
+        return model_lock(self.path(key), on_wait)
 
     def save(self, key: str, model: torch.nn.Module) -> None:
         atomic_save(model.state_dict(), self.path(key))

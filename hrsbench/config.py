@@ -30,7 +30,7 @@ from pydantic import (
 )
 from pydantic.dataclasses import dataclass
 
-from hrsbench.cache import stable_hash
+from hrsbench.storage import stable_hash
 from hrsbench.errors import HrsbenchError
 
 #: How an attack sees a stochastic defense (docs/attacks.md).

@@ -42,3 +42,22 @@ def test_user_dirs_follow_the_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("HRSBENCH_CACHE", str(tmp_path / "m"))
     monkeypatch.setenv("HRSBENCH_DATA", str(tmp_path / "d"))
     assert (default_cache_dir(), default_data_dir()) == (tmp_path / "m", tmp_path / "d")
+
+
+def test_atomic_writes_follow_the_umask(tmp_path):
+    """A checkpoint or leaderboard is as readable as any file the user creates (0644 under
+    umask 022), not private to its writer as the temporary file it was renamed from."""
+    import os
+    import stat
+
+    from hrsbench.storage import atomic_write
+
+    old = os.umask(0o022)
+    try:
+        atomic_write(tmp_path / "a.md", lambda tmp: open(tmp, "w").write("x"))
+        os.umask(0o027)
+        atomic_write(tmp_path / "b.md", lambda tmp: open(tmp, "w").write("x"))
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "a.md").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "b.md").stat().st_mode) == 0o640

@@ -1,0 +1,77 @@
+"""Where hrsbench reads and writes: the per-user default folders, and checks that a place a
+command will write to is usable, made before any work so a bad ``--out`` fails in one line
+instead of after training. Light: no torch, so ``--help`` can show the true defaults."""
+
+from __future__ import annotations
+
+import errno
+import os
+import tempfile
+from pathlib import Path
+
+from hrsbench.errors import HrsbenchError
+
+
+def user_dir(env: str, leaf: str) -> Path:
+    """``$env`` when set, else ``$XDG_CACHE_HOME/hrsbench/leaf`` (``~/.cache`` without it): data
+    and models are per-user caches, never part of a project checkout."""
+    if value := os.environ.get(env):
+        return Path(value)
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "hrsbench" / leaf
+
+
+def default_data_dir() -> Path:
+    return user_dir("HRSBENCH_DATA", "data")
+
+
+def default_cache_dir() -> Path:
+    return user_dir("HRSBENCH_CACHE", "models")
+
+
+#: What to do about an OS error, by errno: the message names the file, this names the fix.
+FIXES = {
+    errno.EACCES: "check its permissions or choose another place",
+    errno.EPERM: "check its permissions or choose another place",
+    errno.EROFS: "it is on a read-only file system; choose another place",
+    errno.ENOTDIR: "a part of that path is a file, not a folder; choose another place",
+    errno.EISDIR: "it is a folder; give a file name",
+    errno.ENOSPC: "the disk is full; free some space and rerun (finished work is kept)",
+    errno.EDQUOT: "the disk quota is exhausted; free some space and rerun",
+    errno.ENAMETOOLONG: "shorten the path",
+    errno.ENOENT: "check the path",
+    errno.EEXIST: "remove or rename it",
+}
+
+
+def os_error_line(e: OSError) -> str:
+    """An OS error as one line naming the file and the fix."""
+    where = f"{e.filename}: " if e.filename else ""
+    fix = FIXES.get(e.errno or 0)
+    return f"{where}{e.strerror or e}" + (f"; {fix}" if fix else "")
+
+
+def writable_dir(path: Path, option: str) -> Path:
+    """Create ``path`` if needed and prove a file can be written in it; one line if not."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise HrsbenchError(f"{option} {path} is a file, not a folder; choose a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as e:
+        raise HrsbenchError(f"{option} {path}: cannot write there ({os_error_line(e)})") from None
+    return path
+
+
+def writable_file(path: Path, option: str) -> Path:
+    """A file a command will (re)write: not a folder, and its folder writable."""
+    path = Path(path)
+    if path.is_dir():
+        raise HrsbenchError(f"{option} {path} is a folder; give a file name, e.g. "
+                            f"{path / 'leaderboard.md'}")
+    writable_dir(path.parent, f"{option} {path}: folder")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise HrsbenchError(f"{option} {path} is read-only; check its permissions or choose "
+                            "another file")
+    return path
