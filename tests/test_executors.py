@@ -1,0 +1,139 @@
+"""Executors on toy task graphs: results passed along, failures kept to their task and its
+dependents, a killed Ray worker's task rerun, and the same results from ``local`` and ``ray``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from hrsbench import HrsbenchError
+from hrsbench.executors import (
+    LocalExecutor,
+    RayExecutor,
+    Task,
+    describe,
+    make_executor,
+    raise_failures,
+)
+
+ray = pytest.importorskip("ray")
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    """One local Ray instance of 2 CPUs for the module (starting one costs seconds)."""
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def square(x: int) -> int:
+    return x * x
+
+
+def plus(model: int, x: int) -> int:
+    return model + x
+
+
+def boom(model: int, x: int) -> int:
+    raise ValueError(f"bad input {x}\nsecond line")
+
+
+def die_once(model: int, marker: str) -> int:
+    """Kill this worker process the first time (as an OOM killer or a lost node would)."""
+    if not Path(marker).exists():
+        Path(marker).write_text("killed")
+        os._exit(1)
+    return model + 1
+
+
+def graph(cell=plus, arg=2) -> list[Task]:
+    return [
+        Task("m1", "m1", "model", square, (3,)),
+        Task("c1", "c1", "cell", plus, (1,), input="m1"),
+        Task("c2", "c2", "cell", cell, (arg,), input="m1"),
+        Task("m2", "m2", "model", square, (4,), after=("m1",)),
+        Task("c3", "c3", "cell", plus, (5,), input="m2"),
+    ]
+
+
+def collect(executor, tasks):
+    done: dict[str, int] = {}
+    failures = executor.run(tasks, lambda t, r: done.__setitem__(t.key, r))
+    return done, failures
+
+
+def test_local_runs_in_order_and_passes_models():
+    order = []
+    failures = LocalExecutor().run(graph(), lambda t, r: order.append((t.key, r)))
+    assert failures == []
+    assert order == [("m1", 9), ("c1", 10), ("c2", 11), ("m2", 16), ("c3", 21)]
+
+
+def test_local_failure_keeps_the_others():
+    done, failures = collect(LocalExecutor(), graph(cell=boom))
+    assert set(done) == {"m1", "c1", "m2", "c3"}
+    assert [f.line() for f in failures] == ["cell c2: ValueError: bad input 2"]
+
+
+def test_failed_model_skips_its_cells():
+    tasks = [Task("m1", "base", "model", boom, (0, 1)), *graph()[1:]]
+    done, failures = collect(LocalExecutor(), tasks)
+    assert set(done) == set()  # m2 waits for m1, c3 for m2
+    assert failures[0].line() == "model base: ValueError: bad input 1"
+    assert "skipped: model base failed" in failures[1].line()
+    with pytest.raises(HrsbenchError, match=r"^model base: .* \(and 4 more tasks"):
+        raise_failures(failures)
+
+
+def test_interrupt_stops_local_at_once():
+    def interrupt(model, x):
+        raise KeyboardInterrupt
+
+    tasks = graph(cell=interrupt)
+    seen = []
+    with pytest.raises(KeyboardInterrupt):
+        LocalExecutor().run(tasks, lambda t, r: seen.append(t.key))
+    assert seen == ["m1", "c1"]
+
+
+def test_bad_options_fail_before_work():
+    with pytest.raises(HrsbenchError, match="unknown executor 'dask'"):
+        make_executor("dask")
+    with pytest.raises(HrsbenchError, match="--ray-address needs --executor ray"):
+        make_executor("local", address="auto")
+    with pytest.raises(HrsbenchError, match="at least 1"):
+        make_executor("ray", threads_per_task=0)
+    assert make_executor("ray", device="cuda").gpus == 1
+
+
+def test_describe_is_one_line():
+    assert describe(HrsbenchError("fix it")) == "fix it"
+    assert describe(RuntimeError("a\nb")) == "RuntimeError: a"
+
+
+def test_ray_gives_the_local_results(ray_cluster):
+    local, _ = collect(LocalExecutor(), graph())
+    remote, failures = collect(RayExecutor(threads_per_task=1), graph())
+    assert failures == [] and remote == local
+
+
+def test_ray_failure_is_one_line_and_others_finish(ray_cluster):
+    done, failures = collect(RayExecutor(), graph(cell=boom))
+    assert set(done) == {"m1", "c1", "m2", "c3"}
+    assert [f.line() for f in failures] == ["cell c2: ValueError: bad input 2"]
+
+
+def test_ray_reruns_a_killed_worker_task(ray_cluster, tmp_path):
+    marker = tmp_path / "killed"
+    done, failures = collect(RayExecutor(), graph(cell=die_once, arg=str(marker)))
+    assert failures == [] and marker.exists()
+    assert done == {"m1": 9, "c1": 10, "c2": 10, "m2": 16, "c3": 21}
+
+
+def test_ray_waits_for_models_it_shares_with(ray_cluster, tmp_path):
+    order = []
+    RayExecutor().run(graph(), lambda t, r: order.append(t.key))
+    assert order.index("m1") < order.index("m2") < order.index("c3")
