@@ -30,8 +30,8 @@ from pydantic import (
 )
 from pydantic.dataclasses import dataclass
 
-from hrsbench.storage import stable_hash
 from hrsbench.errors import HrsbenchError
+from hrsbench.storage import stable_hash
 
 #: How an attack sees a stochastic defense (docs/attacks.md).
 Setting = Literal["whitebox", "eot", "fixed", "expectation"]
@@ -292,3 +292,37 @@ def reference_path(name: str, folder: Any, source: str) -> Any:
 def presets() -> list[str]:
     folder = resources.files("hrsbench") / "presets"
     return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".toml"))
+
+
+def preset_notes(name: str) -> tuple[str, str]:
+    """A preset's summary (the first sentence of its header comment) and its ``# cost:`` line,
+    the estimated cost every preset states."""
+    text = (resources.files("hrsbench") / "presets" / f"{name}.toml").read_text()
+    header, cost = [], "not stated"
+    for line in text.splitlines():
+        if not line.startswith("#"):
+            break
+        body = line[1:].strip()
+        if body.lower().startswith("cost:"):
+            cost = body[5:].strip()
+        elif body and len(header) < 4:
+            header.append(body)
+    summary = " ".join(header)
+    for end in (". ", "; ", ": "):
+        summary = summary.split(end)[0]
+    return summary.rstrip("."), cost
+
+
+def check_strengths(cfg: RunConfig, registry: Any) -> None:
+    """Budgets of norm-bounded attacks (strength parameter "eps") are fractions of the [0, 1]
+    pixel range: above 1 every image is reachable and the number means nothing. Needs the
+    registry, which knows each attack's strength parameter."""
+    for i, a in enumerate(cfg.attacks):
+        if getattr(registry.get("attack", a.name), "strength", None) != "eps":
+            continue
+        over = [s for s in a.strengths if s > 1]
+        if over:
+            raise HrsbenchError(
+                f"attacks[{i}] ({a.name}).strengths: eps {over[0]:g} exceeds 1, the whole [0, 1] "
+                "pixel range; give budgets as fractions of it, e.g. 8/255 = 0.0314"
+            )
