@@ -132,23 +132,33 @@ def results_table(lines: list[dict[str, Any]]) -> Table:
 @app.command()
 @friendly
 def plugins() -> None:
-    """List every defense, attack and dataset, with the package and version providing it."""
-    from hrsbench.plugins import registry
+    """List every defense, attack, dataset and threat with its package, version and parameters
+    (required ones marked), and the attack settings."""
+    import warnings
 
+    from rich.markup import escape
+
+    from hrsbench.catalog import SETTING_HELP, rows
+    from hrsbench.plugins import PluginWarning, load_registry
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PluginWarning)  # listed below the table instead
+        reg = load_registry()
     table = Table(title="hrsbench plugins")
-    for col in ("kind", "name", "package", "version", "parameters"):
-        table.add_column(col)
-    from dataclasses import is_dataclass
-
-    from hrsbench.params import defaults
-
-    for r in registry().all():
-        params = defaults(r.cls) if is_dataclass(r.cls) else {}
-        strength = getattr(r.cls, "strength", None) if r.kind == "defense" else None
-        desc = ", ".join(f"{k}={v!r}" + (" (strength)" if k == strength else "")
-                         for k, v in params.items())
-        table.add_row(r.kind, r.name, r.package, r.version, desc)
+    for col in ("kind", "name", "package", "version", "parameters", "notes"):
+        table.add_column(col, overflow="fold")
+    for r in rows(reg):
+        table.add_row(*(escape(v) for v in (r.kind, r.name, r.package, r.version, r.parameters,
+                                            r.notes)))
     console.print(table)
+    settings = Table(title=escape("attack settings ([[attacks]] settings = [...])"))
+    for col in ("setting", "the attack crafts against"):
+        settings.add_column(col)
+    for name, text in SETTING_HELP.items():
+        settings.add_row(name, escape(text))
+    console.print(settings)
+    for line in reg.warnings:
+        err.print(f"warning: {escape(line)}", highlight=False, soft_wrap=True)
 
 
 DtRange = Annotated[

@@ -1,0 +1,463 @@
+"""Bootstrap intervals for every number a leaderboard compares, and rankings that admit ties.
+
+The unit of resampling is the image. An attacked image's (image, target) pairs are resampled
+together (a cluster bootstrap: pairs of one image are not independent), and every line of one
+dataset and attacked-image count is resampled on the *same* images, so a defended line and its
+base line stay paired (Δd is a difference on the same pairs) and two families' mean DES differ on
+the same pairs too. Clean test images are resampled the same way for clean accuracy and Δt, the
+models of one dataset and clean-image count on the same images.
+
+Each resample of ``n`` units is a vector of multiplicities drawn from a generator seeded by the
+units' name and ``n`` (:func:`resampled_sums`): the same name gives the same resamples in every
+call, so the intervals are deterministic and independent of the order of the lines. The per-unit
+sums (successes per image, correct predictions per clean image) are computed once; a resample is
+then a matrix product.
+
+Lines without per-example outcomes (``successes``, ``clean_correct``) get no interval; their
+point estimates are unaffected. Only numpy and pandas are used here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Hashable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from hrsbench.outcomes import decode_counts
+from hrsbench.report.des import BASE, ETA, GROUP, BehaviourRange
+
+#: Resamples drawn by default: enough for stable 2.5 % and 97.5 % percentiles.
+REPLICATES = 2000
+#: Coverage of every interval.
+LEVEL = 0.95
+#: Resample weights generated at once (memory bound: 8 bytes each).
+_CHUNK = 2_000_000
+#: The quantities each line gets an interval for (columns ``NAME_lo`` and ``NAME_hi``).
+LINE_METRICS = ("defense_rate", "clean_accuracy", "delta_t", "delta_d", "des")
+
+
+@dataclass(frozen=True)
+class Bootstrap:
+    """How intervals are drawn: ``replicates`` resamples, two-sided ``level``, and a ``seed``
+    that, with the name of what is resampled, fixes every resample."""
+
+    replicates: int = REPLICATES
+    level: float = LEVEL
+    seed: int = 0
+
+    def bounds(self, reps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Percentile interval of each column of ``reps`` (replicates × columns); NaN where a
+        column holds a NaN (a quantity some resample leaves undefined). Infinite replicates (a
+        DES whose denominator a resample takes to ≤ 0) give an infinite bound."""
+        reps = np.atleast_2d(np.asarray(reps, dtype=float).T).T
+        alpha = (1.0 - self.level) / 2
+        lo, hi = np.quantile(reps, [alpha, 1.0 - alpha], axis=0, method="nearest")
+        bad = np.isnan(reps).any(axis=0)
+        return np.where(bad, np.nan, lo), np.where(bad, np.nan, hi)
+
+
+def counts_of(value: Any) -> np.ndarray | None:
+    """Per-example counts as an int array, from a result line's encoded string or an already
+    decoded sequence; ``None`` when the line has none."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return None
+    if isinstance(value, str):
+        return decode_counts(value)
+    return np.asarray(value, dtype=np.int64)
+
+
+def _generator(boot: Bootstrap, name: str, n: int) -> np.random.Generator:
+    digest = hashlib.sha256(f"{boot.seed}/{name}/{n}".encode()).digest()
+    return np.random.default_rng(int.from_bytes(digest[:8], "little"))
+
+
+def resampled_sums(values: np.ndarray, name: str, boot: Bootstrap) -> np.ndarray:
+    """For each bootstrap resample of the ``n`` rows of ``values`` (units × columns), the column
+    sums over the resampled rows: shape (replicates, columns). Two calls with the same ``name``
+    and ``n`` resample the same units, which is what pairs lines across calls.
+
+    A resample's spread around the full sum is widened by √(n / (n − 1)): the plain bootstrap's
+    variance of a mean is (n − 1)/n of the unbiased one, which matters with the 10 attacked
+    images of a small cell. A sum of non-negative counts can then dip slightly below 0, which is
+    why rates built from these sums are clipped to [0, 1]."""
+    values = np.asarray(values, dtype=float)
+    n = values.shape[0]
+    out = np.empty((boot.replicates, values.shape[1]))
+    rng = _generator(boot, name, n)
+    widen = np.sqrt(n / (n - 1)) if n > 1 else 1.0
+    rows = max(1, _CHUNK // max(n, 1))
+    for start in range(0, boot.replicates, rows):
+        b = min(rows, boot.replicates - start)
+        idx = rng.integers(0, n, size=(b, n)) + n * np.arange(b)[:, None]
+        weights = np.bincount(idx.ravel(), minlength=b * n).reshape(b, n)
+        out[start:start + b] = (1.0 + (weights - 1.0) * widen) @ values
+    return out
+
+
+def image_sums(counts: np.ndarray, n_images: int) -> np.ndarray | None:
+    """Per attacked image, the sum of its examples' counts (an image's pairs are consecutive in
+    the attacked order, :func:`hrsbench.outcomes.pair_index`); ``None`` when the counts do not
+    split evenly into ``n_images`` images."""
+    if n_images <= 0 or len(counts) % n_images:
+        return None
+    return counts.reshape(n_images, -1).sum(axis=1)
+
+
+def _value(row: pd.Series, col: str) -> Any:
+    value = row.get(col)
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return None
+    return value
+
+
+def model_id(row: pd.Series) -> Hashable:
+    """Which trained model a line belongs to: its ``model_key``, or failing that (hand-made
+    lines) its dataset, defense, parameters, seed and training budget."""
+    key = _value(row, "model_key")
+    if key is not None:
+        return key
+    params = row.get("params_key", str(row.get("params")))
+    return (row["dataset"], row["defense"], params, _value(row, "seed"), _value(row, "n_train"),
+            _value(row, "epochs"))
+
+
+def attacked_images(row: pd.Series) -> str:
+    """The name of a line's attacked images: lines sharing it are resampled together."""
+    return f"attacked/{row['dataset']}/{_value(row, 'n_test')}"
+
+
+def clean_images(row: pd.Series) -> str:
+    return f"clean/{row['dataset']}/{_value(row, 'n_clean')}"
+
+
+def _accuracy_replicates(df: pd.DataFrame, boot: Bootstrap) -> dict[Hashable, np.ndarray]:
+    """Clean-accuracy resamples per model, from its clean-only line's ``clean_correct``."""
+    per_name: dict[str, list[tuple[Hashable, np.ndarray]]] = {}
+    seen: set[Hashable] = set()
+    clean = df[df["attack"] == "none"] if "clean_correct" in df.columns else df.iloc[:0]
+    for _, row in clean.iterrows():
+        counts = counts_of(row.get("clean_correct"))
+        model = model_id(row)
+        if counts is None or model in seen or not len(counts):
+            continue
+        seen.add(model)
+        fraction = counts / float(row.get("repeats") or 1)
+        per_name.setdefault(f"{clean_images(row)}/{len(counts)}", []).append((model, fraction))
+    out: dict[Hashable, np.ndarray] = {}
+    for name, items in per_name.items():
+        matrix = np.stack([f for _, f in items], axis=1)
+        sums = np.clip(resampled_sums(matrix, name, boot) / matrix.shape[0], 0.0, 1.0)
+        out.update({model: sums[:, j] for j, (model, _) in enumerate(items)})
+    return out
+
+
+def _outcome_columns(row: pd.Series) -> tuple[np.ndarray, np.ndarray] | None:
+    """Per attacked image, the line's won predictions and the predictions they count against:
+    all of the image's pairs × repeats when targeted, the image's correct clean draws when not."""
+    wins = counts_of(row.get("successes"))
+    n_images = int(_value(row, "n_test") or 0)
+    if wins is None or n_images <= 0:
+        return None
+    num = image_sums(wins, n_images)
+    if num is None:
+        return None
+    if bool(row["targeted"]):
+        den = np.full(n_images, len(wins) // n_images * float(row.get("repeats") or 1))
+    else:
+        correct = counts_of(row.get("clean_correct"))
+        den = None if correct is None else image_sums(correct, n_images)
+    return None if den is None else (num.astype(float), den.astype(float))
+
+
+def _rate_replicates(df: pd.DataFrame, boot: Bootstrap) -> dict[int, np.ndarray]:
+    """Defense-rate resamples per row position of ``df``, lines of one attacked-image set on the
+    same resamples."""
+    per_name: dict[str, list[tuple[int, np.ndarray, np.ndarray]]] = {}
+    attacked = df[df["attack"] != "none"] if "successes" in df.columns else df.iloc[:0]
+    for pos, (_, row) in zip(df.index.get_indexer(attacked.index), attacked.iterrows(),
+                             strict=True):
+        cols = _outcome_columns(row)
+        if cols is not None:
+            per_name.setdefault(attacked_images(row), []).append((int(pos), *cols))
+    out: dict[int, np.ndarray] = {}
+    for name, items in per_name.items():
+        matrix = np.stack([c for _, num, den in items for c in (num, den)], axis=1)
+        sums = resampled_sums(matrix, name, boot)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            rates = np.clip(1.0 - sums[:, 0::2] / sums[:, 1::2], 0.0, 1.0)
+        out.update({pos: rates[:, j] for j, (pos, _, _) in enumerate(items)})
+    return out
+
+
+def ratio(delta_d: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+    """``Δd / (Δt + η)`` per resample; ±∞ (the sign of Δd) where the denominator is ≤ 0, so a
+    resample that makes the defense as accurate as the base shows as an unbounded interval."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = delta_d / denominator
+    out = np.where(denominator > 0, out, np.where(delta_d < 0, -np.inf, np.inf))
+    return np.where(np.isnan(delta_d) | np.isnan(denominator), np.nan, out)
+
+
+@dataclass
+class Replicates:
+    """Resamples (replicates × lines) of each line's clean accuracy, defense rate, Δt, Δd and DES,
+    aligned with the rows of the scored frame they were drawn for (NaN where a line lacks the
+    per-example outcomes, or the quantity)."""
+
+    scored: pd.DataFrame
+    boot: Bootstrap
+    eta: float
+    values: dict[str, np.ndarray]
+    #: Clean-accuracy resamples per model (:func:`model_id`), for the worst case over attacks.
+    accuracy_by_model: dict[Hashable, np.ndarray]
+
+    def column(self, name: str, rows: pd.Index | list[Hashable]) -> np.ndarray:
+        """Resamples of ``name`` for the scored rows labelled ``rows``: (replicates, len(rows))."""
+        return self.values[name][:, self.scored.index.get_indexer(rows)]
+
+
+def line_replicates(
+    scored: pd.DataFrame, boot: Bootstrap | None = None, eta: float = ETA
+) -> Replicates:
+    """Resample every line of ``scored`` (:func:`hrsbench.attach_des`'s output): defense rates on
+    the attacked images, clean accuracy on the clean images, and from them, paired with the base
+    line each is compared with (``base_cell_key``), Δt, Δd and DES."""
+    boot = boot or Bootstrap()
+    n, reps = len(scored), boot.replicates
+    acc_by_model = _accuracy_replicates(scored, boot)
+    nan = np.full(reps, np.nan)
+    accuracy = np.stack([acc_by_model.get(model_id(r), nan) for _, r in scored.iterrows()],
+                        axis=1) if n else np.empty((reps, 0))
+    rate = np.full((reps, n), np.nan)
+    for pos, col in _rate_replicates(scored, boot).items():
+        rate[:, pos] = col
+    base_pos = _base_positions(scored)
+    delta_t = np.full((reps, n), np.nan)
+    delta_d = np.full((reps, n), np.nan)
+    for pos, bpos in enumerate(base_pos):
+        if bpos >= 0:
+            delta_t[:, pos] = accuracy[:, bpos] - accuracy[:, pos]
+            delta_d[:, pos] = rate[:, pos] - rate[:, bpos]
+    has_des = scored["des"].notna().to_numpy() if n else np.zeros(0, dtype=bool)
+    des = np.where(has_des[None, :], ratio(delta_d, delta_t + eta), np.nan)
+    values = {"defense_rate": rate, "clean_accuracy": accuracy, "delta_t": delta_t,
+              "delta_d": delta_d, "des": des}
+    return Replicates(scored, boot, eta, values, acc_by_model)
+
+
+def _base_positions(scored: pd.DataFrame) -> list[int]:
+    """Row position of each line's base line (one with its ``base_cell_key`` in the same
+    setting, a deterministic base's expanded white-box copy included), −1 without one."""
+    if "base_cell_key" not in scored.columns:
+        return [-1] * len(scored)
+    where: dict[tuple[Any, Any], int] = {}
+    for pos, (key, setting) in enumerate(zip(scored["cell_key"], scored["setting"],
+                                             strict=True)):
+        where.setdefault((key, setting), pos)
+        where.setdefault((key, None), pos)
+    out = []
+    for key, setting in zip(scored["base_cell_key"], scored["setting"], strict=True):
+        if key is None or (isinstance(key, float) and np.isnan(key)):
+            out.append(-1)
+        else:
+            out.append(where.get((key, setting), where.get((key, None), -1)))
+    return out
+
+
+def with_intervals(scored: pd.DataFrame, reps: Replicates) -> pd.DataFrame:
+    """``scored`` with ``NAME_lo`` and ``NAME_hi`` for each of :data:`LINE_METRICS` (NaN where a
+    line has no interval)."""
+    out = scored.copy()
+    for name in LINE_METRICS:
+        lo, hi = reps.boot.bounds(reps.values[name]) if len(scored) else ([], [])
+        out[f"{name}_lo"] = lo
+        out[f"{name}_hi"] = hi
+    return out
+
+
+def family_points(
+    scored: pd.DataFrame, behaviour: BehaviourRange | None = None, base: str = BASE
+) -> dict[tuple[Any, ...], pd.DataFrame]:
+    """Per family (:data:`hrsbench.des.GROUP` + defense), its in-range points, as
+    :func:`hrsbench.family_summary` selects them (the range is applied to the point estimates
+    and held fixed across resamples)."""
+    behaviour = behaviour or BehaviourRange()
+    points = scored[(scored["attack"] != "none") & (scored["defense"] != base)
+                    & scored["delta_t"].notna() & scored["delta_d"].notna()]
+    out = {}
+    for key, fam in points.groupby([*GROUP, "defense"], sort=True, dropna=False):
+        inside = [behaviour.contains(t, r)
+                  for t, r in zip(fam["delta_t"], fam["defense_rate"], strict=True)]
+        out[tuple(key)] = fam[inside]
+    return out
+
+
+def slope_replicates(dt: np.ndarray, dd: np.ndarray) -> np.ndarray:
+    """Least-squares slope of Δd on Δt per resample (rows), over the points (columns)."""
+    x = dt - dt.mean(axis=1, keepdims=True)
+    y = dd - dd.mean(axis=1, keepdims=True)
+    sxx = (x * x).sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(sxx > 0, (x * y).sum(axis=1) / sxx, np.nan)
+
+
+def family_replicates(
+    reps: Replicates, behaviour: BehaviourRange | None = None, base: str = BASE
+) -> dict[tuple[Any, ...], dict[str, np.ndarray]]:
+    """Per family, resamples of its mean DES and of its fitted slope (absent when a point lacks
+    per-example outcomes, or the point estimate itself is undefined)."""
+    out: dict[tuple[Any, ...], dict[str, np.ndarray]] = {}
+    for key, inside in family_points(reps.scored, behaviour, base).items():
+        fam: dict[str, np.ndarray] = {}
+        with_des = inside[inside["des"].notna()]
+        des = reps.column("des", with_des.index)
+        if len(with_des) and not np.isnan(des).any():
+            fam["mean_des"] = des.mean(axis=1)
+        dt, dd = reps.column("delta_t", inside.index), reps.column("delta_d", inside.index)
+        distinct = inside["delta_t"].astype(float).nunique() > 1
+        if distinct and not (np.isnan(dt).any() or np.isnan(dd).any()):
+            fam["slope"] = slope_replicates(dt, dd)
+        out[key] = fam
+    return out
+
+
+def summary_intervals(
+    summary: pd.DataFrame, reps: Replicates, behaviour: BehaviourRange | None = None,
+    base: str = BASE,
+) -> pd.DataFrame:
+    """:func:`hrsbench.family_summary`'s table with ``mean_des_lo/hi``, ``slope_lo/hi`` and a
+    ``rank`` that admits ties (:func:`tied_ranks`), per comparison group."""
+    fams = family_replicates(reps, behaviour, base)
+    out = summary.copy()
+    for name in ("mean_des", "slope"):
+        lo, hi = [], []
+        for _, row in summary.iterrows():
+            r = fams.get(_family_key(row), {}).get(name)
+            b = reps.boot.bounds(r[:, None]) if r is not None else (np.nan, np.nan)
+            lo.append(float(np.ravel(b[0])[0]))
+            hi.append(float(np.ravel(b[1])[0]))
+        out[f"{name}_lo"], out[f"{name}_hi"] = lo, hi
+    out["rank"] = ""
+    for _, group in out.groupby(list(GROUP), sort=False, dropna=False):
+        ranked = tied_ranks(group, fams, reps.boot)
+        out.loc[group.index, "rank"] = [ranked[d] for d in group["defense"]]
+    return out
+
+
+def _family_key(row: pd.Series) -> tuple[Any, ...]:
+    return tuple(row[c] for c in (*GROUP, "defense"))
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Two families' mean-DES difference (``better`` − ``worse`` by point estimate) and its
+    interval; ``resolved`` when the interval excludes 0."""
+
+    better: str
+    worse: str
+    difference: float
+    lo: float
+    hi: float
+
+    @property
+    def resolved(self) -> bool:
+        return self.lo > 0 or self.hi < 0
+
+
+def comparisons(
+    group: pd.DataFrame, fams: dict[tuple[Any, ...], dict[str, np.ndarray]], boot: Bootstrap
+) -> list[Comparison]:
+    """Every pair of families of one comparison group that both have mean-DES resamples, in
+    the group's ranking order; the difference is resampled on the same pairs."""
+    have = [(row["defense"], fams.get(_family_key(row), {}).get("mean_des"), row["mean_des"])
+            for _, row in group.iterrows()]
+    have = [h for h in have if h[1] is not None and pd.notna(h[2])]
+    have.sort(key=lambda h: -float(h[2]))
+    out = []
+    for i, (a, ra, pa) in enumerate(have):
+        for b, rb, pb in have[i + 1:]:
+            with np.errstate(invalid="ignore"):
+                diff = ra - rb
+            lo, hi = boot.bounds(diff[:, None])
+            out.append(Comparison(str(a), str(b), float(pa - pb), float(lo[0]), float(hi[0])))
+    return out
+
+
+def tied_ranks(
+    group: pd.DataFrame, fams: dict[tuple[Any, ...], dict[str, np.ndarray]], boot: Bootstrap
+) -> dict[Any, str]:
+    """Rank of each family in one comparison group: 1 + the number of families whose mean DES
+    is higher at 95 % (interval of the difference above 0); families sharing a rank read
+    ``"1="``. Without resamples for every ranked family the plain order of the point estimates
+    is used (no ties can be claimed or excluded). Families without a mean DES get no rank."""
+    ranked = group[group["mean_des"].notna()]
+    keys = [_family_key(r) for _, r in ranked.iterrows()]
+    if not all("mean_des" in fams.get(k, {}) for k in keys):
+        order = ranked.sort_values("mean_des", ascending=False, kind="stable")["defense"]
+        out = {d: str(i) for i, d in enumerate(order, start=1)}
+    else:
+        beaten = {d: 0 for d in ranked["defense"]}
+        for c in comparisons(ranked, fams, boot):
+            if c.resolved:
+                beaten[c.better if c.hi < 0 else c.worse] += 1
+        numbers = {d: k + 1 for d, k in beaten.items()}
+        counts = pd.Series(list(numbers.values())).value_counts()
+        out = {d: f"{k}=" if counts[k] > 1 else str(k) for d, k in numbers.items()}
+    return {d: out.get(d, "") for d in group["defense"]}
+
+
+def resolution_sentence(
+    group: pd.DataFrame, fams: dict[tuple[Any, ...], dict[str, np.ndarray]], boot: Bootstrap,
+    n_images: int | None,
+) -> str:
+    """Which orderings of mean DES one comparison group resolves at the interval's level, and
+    for each one it does not, roughly how many attacked images would, assuming every interval
+    narrows as 1/√n (true of the sampling error over attacked images; it ignores training-seed
+    variation and the clean-image error in Δt, which more attacked images do not reduce)."""
+    pairs = comparisons(group, fams, boot)
+    if not pairs:
+        return ""
+    pct = f"{boot.level * 100:g} %"
+    done = [f"{c.better} > {c.worse}" for c in pairs if c.resolved]
+    open_ = [c for c in pairs if not c.resolved]
+    parts = []
+    if done:
+        parts.append(f"Resolved at {pct}: " + ", ".join(done) + ".")
+    if open_:
+        parts.append(f"Not resolved at {pct}: " + "; ".join(
+            _unresolved(c, n_images) for c in open_) + ".")
+    return " ".join(parts)
+
+
+def _unresolved(c: Comparison, n_images: int | None) -> str:
+    if np.isnan(c.lo) or np.isnan(c.hi):
+        return (f"{c.better} vs {c.worse} (difference {c.difference:.2f}, interval unbounded: "
+                "some resamples bring Δt + η to ≤ 0)")
+    text = (f"{c.better} vs {c.worse} (difference {c.difference:.2f} "
+            f"[{_fmt(c.lo)}, {_fmt(c.hi)}]")
+    need = images_to_resolve(c, n_images)
+    if need is not None:
+        text += f"; about {need:,} attacked images would resolve it"
+    return text + ")"
+
+
+def images_to_resolve(c: Comparison, n_images: int | None) -> int | None:
+    """Attacked images at which the interval's half-width would fall below the difference,
+    scaling the half-width as 1/√n; ``None`` when it cannot be said (no difference, an
+    unbounded interval)."""
+    half = (c.hi - c.lo) / 2
+    if not n_images or not np.isfinite(half) or c.difference == 0:
+        return None
+    return int(np.ceil(n_images * (half / abs(c.difference)) ** 2))
+
+
+def _fmt(x: float) -> str:
+    if np.isnan(x):
+        return "–"
+    if np.isinf(x):
+        return "∞" if x > 0 else "−∞"
+    return f"{x:.2f}"
