@@ -1,0 +1,294 @@
+"""The worst case over attacks: per model and threat budget, each attacked example counted as
+broken by the attack × setting that breaks it best, as AutoAttack reports robustness.
+
+A threat budget is the dataset, ε (the strength of attacks whose strength parameter is ``eps``),
+targeting and the attacked images; every attack line of a model within one budget competes.
+
+**Picked on some draws, scored on others.** Taking, per example, the largest success frequency
+over lines measured on the same prediction draws is biased upwards on a stochastic defense: with
+eight lines of one and the same attack the maximum of eight noisy frequencies exceeds their
+common mean. Each attack line therefore stores its wins on the first ``repeats // 2`` draws
+(``successes_pick``) beside those on all draws (``successes``). For each example the line winning
+most picking draws is scored on the other draws, and the line winning most of those other draws
+is scored on the picking draws; the example's worst-case success is the mean of the two (a
+cross-fit). Since the draws that score a line played no part in picking it, the estimate is
+unbiased when every line is the same attack, and never exceeds the best line's expected success
+per example. A model whose lines record ``stochastic: false`` predicts the same on every draw, so
+its per-example maximum is exact, also with one draw.
+
+Worst-case rates get intervals from the same resamples as the lines (:mod:`hrsbench.report.stats`),
+paired with the base model's worst case in the same budget; the **adaptive DES** is
+Δd / (Δt + η) with Δd the difference of worst-case defense rates over all settings, the
+**white-box DES** the same over white-box lines only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from hrsbench.report.des import BASE, ETA
+from hrsbench.report.stats import (
+    Bootstrap,
+    Replicates,
+    attacked_images,
+    counts_of,
+    model_id,
+    ratio,
+    resampled_sums,
+)
+
+#: Columns, besides the model, that make one threat budget.
+BUDGET = ("dataset", "attack_strength", "targeted", "n_test", "n_clean", "seed")
+#: Columns of :func:`worst_case`'s table.
+COLUMNS = (
+    "dataset", "defense", "params", "model", "attack_strength", "targeted", "n_test", "n_lines",
+    "clean_accuracy", "delta_t", "worst_defense_rate", "worst_defense_rate_lo",
+    "worst_defense_rate_hi", "whitebox_defense_rate", "whitebox_defense_rate_lo",
+    "whitebox_defense_rate_hi", "adaptive_des", "adaptive_des_lo", "adaptive_des_hi",
+    "whitebox_des", "whitebox_des_lo", "whitebox_des_hi", "strongest", "des_note",
+)
+
+
+def cross_fit(successes: np.ndarray, picks: np.ndarray, repeats: int) -> np.ndarray:
+    """Per example, the worst case's success frequency over the lines (rows of the K × n count
+    arrays), picked on one half of the draws and scored on the other, both ways round and
+    averaged. Ties in the picking half go to the first line: any rule that ignores the scoring
+    half keeps the estimate unbiased."""
+    half = repeats // 2
+    if half < 1:
+        raise ValueError("a cross-fitted worst case needs at least 2 prediction draws")
+    rest = successes - picks
+    cols = np.arange(successes.shape[1])
+    by_pick = rest[np.argmax(picks, axis=0), cols] / (repeats - half)
+    by_rest = picks[np.argmax(rest, axis=0), cols] / half
+    return (by_pick + by_rest) / 2
+
+
+def naive_maximum(successes: np.ndarray, repeats: int) -> np.ndarray:
+    """Per example, the largest success frequency over lines on the same draws: exact for a
+    deterministic model, biased upwards for a stochastic one (compare :func:`cross_fit`)."""
+    return successes.max(axis=0) / repeats
+
+
+@dataclass(frozen=True)
+class Budget:
+    """One model's attack lines in one threat budget, with their per-example counts."""
+
+    lines: pd.DataFrame
+    successes: np.ndarray  # K × n
+    picks: np.ndarray | None  # K × n, None when a line lacks the picking half
+    repeats: int
+    deterministic: bool
+    #: Per example, the share of correct clean draws (untargeted rates' denominator), else None.
+    correct: np.ndarray | None
+
+    def scores(self) -> np.ndarray | None:
+        """Per-example worst-case success frequency; None when it cannot be estimated without
+        bias (a stochastic model with one draw or without the picking half)."""
+        if self.deterministic:
+            return naive_maximum(self.successes, self.repeats)
+        if self.picks is None or self.repeats < 2:
+            return None
+        return cross_fit(self.successes, self.picks, self.repeats)
+
+    def strongest(self) -> str:
+        """The attack × setting that attains an example's highest success most often (credit
+        shared among ties; examples no line broke do not count)."""
+        best = self.successes.max(axis=0)
+        hit = (self.successes == best[None]) & (best[None] > 0)
+        credit = (hit / np.maximum(hit.sum(axis=0), 1)).sum(axis=1)
+        if not credit.any():
+            return ""
+        labels = [f"{a} ({s})" for a, s in zip(self.lines["attack"], self.lines["setting"],
+                                                strict=True)]
+        totals: dict[str, float] = {}
+        for label, c in zip(labels, credit, strict=True):
+            totals[label] = totals.get(label, 0.0) + float(c)
+        return max(sorted(totals), key=lambda k: totals[k])
+
+
+def _eps_lines(df: pd.DataFrame) -> pd.DataFrame:
+    """Evasion attack lines whose strength is an ε, one per cell (no expanded copies)."""
+    keep = df["attack"] != "none"
+    if "kind" in df.columns:
+        keep &= df["kind"].isin(["evasion", "attack"]) | df["kind"].isna()
+    if "attack_strength_param" in df.columns:
+        param = df["attack_strength_param"]
+        keep &= param.isna() | (param == "eps")
+    if "via_whitebox" in df.columns:
+        keep &= ~df["via_whitebox"].fillna(False).astype(bool)
+    out = df[keep]
+    if "cell_key" in out.columns:
+        out = out[~out["cell_key"].duplicated() | out["cell_key"].isna()]
+    return out
+
+
+def _stack(lines: pd.DataFrame, col: str) -> np.ndarray | None:
+    arrays = [counts_of(v) for v in lines[col]] if col in lines.columns else [None]
+    if any(a is None for a in arrays) or len({len(a) for a in arrays}) != 1:
+        return None
+    return np.stack(arrays)
+
+
+def budget_of(lines: pd.DataFrame) -> Budget | None:
+    """The lines' counts as one :class:`Budget`, or None when they lack per-example outcomes or
+    disagree on the number of examples or draws."""
+    lines = lines.sort_values("cell_key", kind="stable") if "cell_key" in lines else lines
+    successes = _stack(lines, "successes")
+    repeats = {int(r) for r in lines["repeats"]} if "repeats" in lines else {1}
+    if successes is None or len(repeats) != 1:
+        return None
+    r = repeats.pop()
+    stochastic = lines["stochastic"] if "stochastic" in lines.columns else pd.Series([None])
+    deterministic = bool((stochastic == False).all())  # noqa: E712 (None is unknown, not False)
+    correct = None
+    if not bool(lines["targeted"].iloc[0]):
+        cc = _stack(lines, "clean_correct")
+        if cc is None:
+            return None
+        correct = cc.mean(axis=0) / r
+    return Budget(lines, successes, _stack(lines, "successes_pick"), r, deterministic, correct)
+
+
+def _per_image(values: np.ndarray, n_images: int) -> np.ndarray:
+    return values.reshape(n_images, -1).sum(axis=1)
+
+
+@dataclass(frozen=True)
+class Worst:
+    """A worst-case defense rate with its resamples (None where intervals are not possible)."""
+
+    rate: float
+    reps: np.ndarray | None
+
+
+def worst_rate(budget: Budget, boot: Bootstrap | None) -> Worst | None:
+    """Worst-case defense rate of a budget, and its resamples over the attacked images (the
+    same resamples as every line on those images)."""
+    scores = budget.scores()
+    if scores is None:
+        return None
+    den = np.ones_like(scores) if budget.correct is None else budget.correct
+    rate = 1.0 - scores.sum() / den.sum() if den.sum() > 0 else float("nan")
+    if boot is None:
+        return Worst(float(rate), None)
+    row = budget.lines.iloc[0]
+    n_images = int(row["n_test"])
+    if len(scores) % n_images:
+        return Worst(float(rate), None)
+    matrix = np.stack([_per_image(scores, n_images), _per_image(den, n_images)], axis=1)
+    sums = resampled_sums(matrix, attacked_images(row), boot)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        reps = np.clip(1.0 - sums[:, 0] / sums[:, 1], 0.0, 1.0)
+    return Worst(float(rate), reps)
+
+
+def _groups(lines: pd.DataFrame) -> dict[tuple[Hashable, ...], pd.DataFrame]:
+    keys = [(model_id(r), *(r.get(c) for c in BUDGET)) for _, r in lines.iterrows()]
+    out: dict[tuple[Hashable, ...], list[Any]] = {}
+    for key, idx in zip(keys, lines.index, strict=True):
+        out.setdefault(key, []).append(idx)
+    return {k: lines.loc[v] for k, v in out.items()}
+
+
+def _interval(boot: Bootstrap | None, reps: np.ndarray | None) -> tuple[float, float]:
+    if boot is None or reps is None:
+        return float("nan"), float("nan")
+    lo, hi = boot.bounds(reps[:, None])
+    return float(lo[0]), float(hi[0])
+
+
+def worst_case(
+    df: pd.DataFrame, reps: Replicates | None = None, base: str = BASE, eta: float = ETA
+) -> pd.DataFrame:
+    """One row per model and threat budget (:data:`COLUMNS`): the worst-case defense rate over
+    all its attack lines and over its white-box lines, and the adaptive and white-box DES
+    against the base model's worst case in the same budget, with intervals when ``reps``
+    (:func:`hrsbench.report.stats.line_replicates`) is given and the lines carry per-example
+    outcomes."""
+    boot = reps.boot if reps is not None else None
+    lines = _eps_lines(df)
+    rows: list[dict[str, Any]] = []
+    worst: dict[tuple[Hashable, ...], tuple[Worst | None, Worst | None]] = {}
+    for key, group in _groups(lines).items():
+        budget = budget_of(group)
+        if budget is None:
+            continue
+        white = budget_of(group[group["setting"] == "whitebox"])
+        worst[key] = (worst_rate(budget, boot), worst_rate(white, boot) if white else None)
+        rows.append(_row(key, group, budget, worst[key], boot))
+    table = pd.DataFrame(rows, columns=list(COLUMNS))
+    if table.empty:
+        return table
+    _attach_des(table, worst, reps, base, eta)
+    return table.sort_values(["dataset", "attack_strength", "targeted", "n_test", "defense"],
+                             kind="stable").reset_index(drop=True)
+
+
+def _row(key: tuple[Hashable, ...], group: pd.DataFrame, budget: Budget,
+         found: tuple[Worst | None, Worst | None], boot: Bootstrap | None) -> dict[str, Any]:
+    first = group.iloc[0]
+    row: dict[str, Any] = {c: None for c in COLUMNS}
+    row.update({
+        "dataset": first["dataset"], "defense": first["defense"], "params": first.get("params"),
+        "model": key[0], "attack_strength": first["attack_strength"],
+        "targeted": bool(first["targeted"]), "n_test": first.get("n_test"),
+        "n_lines": len(group), "clean_accuracy": first["clean_accuracy"],
+        "strongest": budget.strongest(),
+    })
+    for name, w in zip(("worst_defense_rate", "whitebox_defense_rate"), found, strict=True):
+        if w is not None:
+            row[name] = w.rate
+            row[f"{name}_lo"], row[f"{name}_hi"] = _interval(boot, w.reps)
+    if found[0] is None:
+        row["des_note"] = "no unbiased worst case: a stochastic model needs 2+ draws per line"
+    return row
+
+
+def _attach_des(table: pd.DataFrame, worst: dict[tuple[Hashable, ...], tuple[Any, Any]],
+                reps: Replicates | None, base: str, eta: float) -> None:
+    """Fill Δt and both DES columns of ``table`` against the base model of each budget."""
+    keys = list(worst)  # in the order of the table's rows
+    base_of: dict[tuple[Any, ...], tuple[Hashable, ...]] = {}
+    for key, defense in zip(keys, table["defense"], strict=True):
+        if defense == base:
+            base_of.setdefault(key[1:], key)
+    for i, key in enumerate(keys):
+        bkey = base_of.get(key[1:])
+        if bkey is None or bkey == key:
+            if bkey is None:
+                table.loc[i, "des_note"] = table.loc[i, "des_note"] or f"no {base!r} model"
+            continue
+        base_acc = float(table.loc[keys.index(bkey), "clean_accuracy"])
+        table.loc[i, "delta_t"] = base_acc - float(table.loc[i, "clean_accuracy"])
+        dt_reps = _delta_t_reps(reps, bkey[0], key[0])
+        for j, name in enumerate(("adaptive_des", "whitebox_des")):
+            _des_cell(table, i, name, worst[key][j], worst[bkey][j], dt_reps, eta, reps)
+
+
+def _delta_t_reps(reps: Replicates | None, base_model: Hashable,
+                  model: Hashable) -> np.ndarray | None:
+    if reps is None:
+        return None
+    a, b = reps.accuracy_by_model.get(base_model), reps.accuracy_by_model.get(model)
+    return None if a is None or b is None else a - b
+
+
+def _des_cell(table: pd.DataFrame, i: int, name: str, mine: Worst | None, theirs: Worst | None,
+              dt_reps: np.ndarray | None, eta: float, reps: Replicates | None) -> None:
+    if mine is None or theirs is None:
+        return
+    denominator = float(table.loc[i, "delta_t"]) + eta
+    if denominator <= 0:
+        table.loc[i, "des_note"] = "no DES: Δt + η ≤ 0"
+        return
+    table.loc[i, name] = (mine.rate - theirs.rate) / denominator
+    if reps is None or dt_reps is None or mine.reps is None or theirs.reps is None:
+        return
+    des = ratio(mine.reps - theirs.reps, dt_reps + eta)
+    table.loc[i, f"{name}_lo"], table.loc[i, f"{name}_hi"] = _interval(reps.boot, des)

@@ -1,0 +1,91 @@
+"""The worst case over attacks: hand-made lines, and no upward bias when every line is the same
+attack on a stochastic defense."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from hrsbench.report.des import attach_des
+from hrsbench.report.stats import Bootstrap, line_replicates
+from hrsbench.report.worstcase import cross_fit, naive_maximum, worst_case
+from tests.outcome_lines import attack_line, clean_line, draws
+
+
+def test_deterministic_worst_case_takes_each_examples_best_attack():
+    """Three examples; FGSM breaks the first, PGD the third: two of three are broken."""
+    lines = pd.DataFrame([
+        attack_line("base", {}, 0.99, np.array([1, 0, 0]), attack="fgsm", repeats=1,
+                    stochastic=False, n_images=3),
+        attack_line("base", {}, 0.99, np.array([0, 0, 1]), attack="pgd", repeats=1,
+                    stochastic=False, n_images=3),
+        attack_line("base", {}, 0.99, np.array([0, 0, 1]), attack="pgd", repeats=1,
+                    stochastic=False, n_images=3, eps=0.3),  # another budget
+    ])
+    table = worst_case(lines)
+    at = table.set_index("attack_strength")
+    assert at.loc[0.1, "n_lines"] == 2
+    assert at.loc[0.1, "worst_defense_rate"] == pytest.approx(1 / 3)
+    assert at.loc[0.3, "worst_defense_rate"] == pytest.approx(2 / 3)
+    assert at.loc[0.1, "strongest"] in {"fgsm (whitebox)", "pgd (whitebox)"}
+
+
+def test_cross_fit_picks_on_one_half_and_scores_on_the_other():
+    # two lines, one example, 4 draws (picking half: draws 0-1)
+    successes = np.array([[2], [3]])
+    picks = np.array([[2], [1]])
+    # picked on the first half: line 0 (2 > 1), scored on its other draws: 0 of 2
+    # picked on the second half: line 1 (2 > 0), scored on its first draws: 1 of 2
+    assert cross_fit(successes, picks, 4).tolist() == [0.25]
+    assert naive_maximum(successes, 4).tolist() == [0.75]
+    with pytest.raises(ValueError):
+        cross_fit(successes, picks, 1)
+
+
+def test_worst_case_of_one_attack_repeated_is_unbiased():
+    """Eight lines that are the same attack (same success probability per example, fresh draws):
+    the worst case must estimate the common rate, where the per-example maximum on the same
+    draws overstates it by far."""
+    rng = np.random.default_rng(3)
+    p = rng.beta(0.6, 1.2, 20_000)
+    runs = [draws(rng, p, repeats=5) for _ in range(8)]
+    successes = np.stack([w for w, _ in runs])
+    picks = np.stack([k for _, k in runs])
+    assert cross_fit(successes, picks, 5).mean() == pytest.approx(p.mean(), abs=0.005)
+    assert naive_maximum(successes, 5).mean() > p.mean() + 0.15
+
+
+def test_worst_case_table_gives_adaptive_des_with_intervals():
+    rng = np.random.default_rng(0)
+    n_img, pairs, repeats = 30, 9, 4
+    image = rng.normal(0, 1, (n_img, 1))
+    rows = []
+    for defense, acc, shifts in (("base", 0.98, {"whitebox": 2.0}),
+                                 ("noise", 0.90, {"whitebox": -2.0, "eot": 0.0})):
+        clean = clean_line(defense, {}, rng.binomial(repeats, acc, 300), repeats=repeats)
+        rows.append(clean)
+        for setting, shift in shifts.items():
+            p = 1 / (1 + np.exp(-(shift + image + rng.normal(0, 0.3, (n_img, pairs)))))
+            wins, picks = draws(rng, p, repeats)
+            rows.append(attack_line(defense, {}, clean["clean_accuracy"], wins, picks,
+                                    setting=setting, repeats=repeats, n_images=n_img,
+                                    stochastic=defense != "base"))
+    scored = attach_des(pd.DataFrame(rows))
+    table = worst_case(scored, line_replicates(scored, Bootstrap(replicates=300)))
+    noise = table[table["defense"] == "noise"].iloc[0]
+    assert noise["n_lines"] == 2 and noise["strongest"] == "pgd (eot)"
+    # the EOT line breaks far more than white-box: the adaptive DES is below the white-box DES
+    assert noise["worst_defense_rate"] < noise["whitebox_defense_rate"]
+    assert noise["adaptive_des"] < noise["whitebox_des"]
+    for name in ("worst_defense_rate", "adaptive_des", "whitebox_des"):
+        assert noise[f"{name}_lo"] <= noise[name] <= noise[f"{name}_hi"]
+    base = table[table["defense"] == "base"].iloc[0]
+    assert base["adaptive_des"] is None or pd.isna(base["adaptive_des"])
+
+
+def test_stochastic_lines_with_one_draw_get_no_worst_case():
+    lines = pd.DataFrame([attack_line("noise", {}, 0.9, np.array([1, 0]), repeats=1,
+                                      n_images=2)])
+    row = worst_case(lines).iloc[0]
+    assert pd.isna(row["worst_defense_rate"]) and "2+ draws" in row["des_note"]
