@@ -58,6 +58,9 @@ OnDone = Callable[[Task, Any], None]
 
 
 class Executor(Protocol):
+    #: Whether tasks run in the driver's process (they may then share its objects).
+    in_process: bool
+
     def run(self, tasks: Sequence[Task], on_done: OnDone) -> list[Failure]:
         """Run ``tasks`` (given in an order where each comes after what it needs)."""
         ...
@@ -98,6 +101,8 @@ def torch_threads(n: int | None) -> Iterator[None]:
 
 class LocalExecutor:
     """Every task in this process, one after another, in the order given."""
+
+    in_process = True
 
     def __init__(self, threads_per_task: int | None = None) -> None:
         self.threads = threads_per_task
@@ -155,6 +160,8 @@ def _call(fn: Callable[..., Any], threads: int | None, *args: Any) -> Any:
 class RayExecutor:
     """Tasks on a Ray cluster: each asks for ``threads_per_task`` CPUs (and one GPU on CUDA),
     starts as soon as what it needs is done, and is rerun if its worker process dies."""
+
+    in_process = False
 
     def __init__(self, address: str | None = None, threads_per_task: int = 1,
                  gpus_per_task: float = 0, num_cpus: int | None = None) -> None:

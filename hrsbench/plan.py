@@ -362,7 +362,7 @@ def build_plan(cells: Sequence[Cell], done: set[str], cache: ModelCache, plugins
                           cost, basis, after[key]))
     for c in cells:
         cost, basis = history.cell_cost(c)
-        task = Task(c.key, "cell", f"{model_label(c, plugins)} · {_cell_label(c)}", c.key in done,
+        task = Task(c.key, "cell", f"{model_label(c, plugins)} · {cell_label(c)}", c.key in done,
                     cost, basis, (c.model_key,))
         if task.done and c.attack != "none":
             task.recorded = history.by_cell_key.get(c.key)
@@ -399,7 +399,8 @@ def model_label(c: Cell, plugins: Any) -> str:
     return f"{c.defense} {params}".strip()
 
 
-def _cell_label(c: Cell) -> str:
+def cell_label(c: Cell) -> str:
+    """The attack (or threat), setting and strength of a cell."""
     if c.attack == "none":
         return "clean"
     return f"{c.attack} {c.setting} {c.attack_strength:g}"

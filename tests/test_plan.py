@@ -1,0 +1,103 @@
+"""The dry-run plan: shared training found by probing, the critical path, list schedules, and
+estimates from the timings of a tiny run's own result lines."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from hrsbench.cache import ModelCache
+from hrsbench.cells import expand
+from hrsbench.config import parse_config
+from hrsbench.plan import (
+    History,
+    Task,
+    build_plan,
+    critical_path,
+    dry_run,
+    makespan,
+    model_pieces,
+    new_pieces,
+    read_history,
+    sharing,
+)
+from hrsbench.plugins import registry
+
+SHARED = {
+    "dataset": "mnist", "epochs": 1, "n_test": 1,
+    "defenses": [{"name": "base"}, {"name": "sap"},
+                 {"name": "dropout", "params": {"test_rate": 0.3}},
+                 {"name": "hrs", "params": {"channels": [2, 2]}},
+                 {"name": "hrs", "params": {"channels": [3, 3]}}],
+}
+
+
+def test_probing_finds_the_training_models_share():
+    reg = registry()
+    cells = expand(parse_config(SHARED), reg)
+    pieces = model_pieces(cells, reg)
+    keys = {c.defense + "".join(map(str, c.params.get("channels", ()))): c.model_key
+            for c in cells}
+    after, new = sharing(pieces), new_pieces(pieces)
+    base, hrs2, hrs3 = keys["base"], keys["hrs22"], keys["hrs33"]
+    assert after[keys["sap"]] == (base,) and after[keys["dropout"]] == (base,)
+    assert after[hrs3] == (hrs2,) and after[base] == () and after[hrs2] == ()
+    # HRS 3×3 reuses block 1's first two channels; its block 2 sits on 3 lower channels: new.
+    assert (new[base], new[keys["sap"]], new[hrs2], new[hrs3]) == (1, 0, 4, 4)
+
+
+def chain(*specs: tuple[str, float, tuple[str, ...]]) -> list[Task]:
+    return [Task(k, "cell", k, False, s, "test", after) for k, s, after in specs]
+
+
+def test_critical_path_and_schedules():
+    tasks = chain(("m1", 10, ()), ("m2", 5, ("m1",)), ("a", 1, ("m1",)), ("b", 4, ("m2",)),
+                  ("m3", 2, ()), ("c", 2, ("m3",)))
+    length, path = critical_path(tasks)
+    assert length == 19 and [t.key for t in path] == ["m1", "m2", "b"]
+    assert makespan(tasks, 1) == 24  # all the work, one task at a time
+    assert makespan(tasks, 64) == 19  # unlimited workers reach the critical path
+    assert 19 <= makespan(tasks, 2) <= 24
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, data_dir):
+    """A finished tiny run: its lines are the timings the plan estimates from."""
+    from hrsbench.runner import run
+
+    out = tmp_path_factory.mktemp("tiny")
+    cache = tmp_path_factory.mktemp("tiny-cache")
+    cfg = {"dataset": "mnist", "n_train": 300, "n_test": 1, "n_clean": 100, "epochs": 1,
+           "repeats": 1, "defenses": [{"name": "base"}],
+           "attacks": [{"name": "pgd", "strengths": [0.1, 0.2], "params": {"max_iter": 5}}]}
+    run(parse_config(cfg), out, data_dir=data_dir, cache_dir=cache)
+    return cfg, out, cache
+
+
+def test_plan_of_a_finished_run_has_nothing_to_run(tiny_run):
+    cfg, out, cache = tiny_run
+    reg = registry()
+    text = "\n".join(dry_run(expand(parse_config(cfg), reg), out, ModelCache(cache), reg))
+    assert "base" in text and "cached" in text
+    assert "to run: 0 tasks" in text
+    assert "check: 2 finished cells" in text
+
+
+def test_plan_estimates_new_cells_from_similar_ones(tiny_run):
+    cfg, out, cache = tiny_run
+    reg = registry()
+    more = {**cfg, "attacks": [{"name": "pgd", "strengths": [0.1, 0.2, 0.3],
+                                "params": {"max_iter": 5}}], "epochs": 2}
+    rows = read_history([Path(out) / "results.jsonl"])
+    recorded = {r["cell_key"]: r["time_s"] for r in rows}
+    cells = expand(parse_config(more), reg)
+    plan = build_plan(cells, set(recorded), ModelCache(cache), reg, History(rows))
+    model = next(t for t in plan.tasks if t.kind == "model")
+    trained = max(r["train_time_s"] for r in rows)
+    # Two epochs of the same training: twice the recorded epoch, by the per-epoch rate.
+    assert not model.done and model.cost == pytest.approx(2 * trained)
+    attacked = [t for t in plan.tasks if t.kind == "cell" and "pgd" in t.label]
+    assert {t.basis for t in attacked} == {"other strength"}
+    times = sorted(r["time_s"] for r in rows if r["attack"] == "pgd")
+    assert all(t.cost == pytest.approx(sum(times) / 2) for t in attacked)
