@@ -16,7 +16,7 @@ def test_example_defense_runs_end_to_end(tmp_path, monkeypatch, data_dir):
     reg = load_registry()
     cfg = parse_config({
         "n_train": 500, "n_test": 1, "n_clean": 100, "epochs": 1, "repeats": 3,
-        "defenses": [{"name": "noisy-input", "params": {"width": [0.1, 0.3]}}],
+        "defenses": [{"name": "noisy-input", "grid": {"width": [0.1, 0.3]}}],
         "attacks": [{"name": "fgsm", "strengths": [0.2], "settings": ["whitebox", "fixed"]}],
     })
     lines = run(cfg, tmp_path / "out", data_dir=data_dir, reg=reg)

@@ -29,7 +29,7 @@ class InputNoise(nn.Module):
 @dataclass
 class NoisyInput(hrsbench.Defense):
     name = "noisy-input"
-    strength = "width"  # the parameter a DES sweep varies
+    strength = "width"  # the parameter a DES sweep varies (set its values under grid)
     stochastic = True
 
     width: float = 0.1
@@ -41,9 +41,6 @@ class NoisyInput(hrsbench.Defense):
     def surrogate(self, model: nn.Module) -> nn.Module:
         # The same weights without the noise stage: the "fixed randomness" attack target.
         return nn.Sequential(OrderedDict((k, m) for k, m in model.named_children() if k != "noise"))
-
-    def sweep(self, dataset: str) -> list[dict]:
-        return [{"width": w} for w in (0.05, 0.1, 0.2, 0.3)]
 
 
 @hrsbench.hookimpl
