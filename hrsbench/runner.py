@@ -70,13 +70,15 @@ def obtain_model(
     torch.manual_seed(cell.seed)
     with guarded(defense, "build"):
         model = defense.build(dataset).to(trainer.device, memory_format=FAST_LAYOUT)
-    if cache.load(cell.model_key, model):
-        return model.eval(), 0.0
-    start = time.perf_counter()
-    with guarded(defense, "fit"):
-        defense.fit(model, trainer, dataset)
-    cache.save(cell.model_key, model)
-    return model.eval(), time.perf_counter() - start
+    # Held while looking up and training: another process sharing the cache waits, then loads.
+    with cache.lock(cell.model_key):
+        if cache.load(cell.model_key, model):
+            return model.eval(), 0.0
+        start = time.perf_counter()
+        with guarded(defense, "fit"):
+            defense.fit(model, trainer, dataset)
+        cache.save(cell.model_key, model)
+    return model.eval(), time.perf_counter() - start + trainer.earlier_s
 
 
 def run(

@@ -3,6 +3,7 @@ resumable epoch by epoch through the model cache."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,6 +43,9 @@ class Trainer:
     lr: float = 0.01
     momentum: float = 0.9
     batch_size: int = 128
+    #: Seconds that earlier, interrupted processes spent on the trainings this one resumed
+    #: (read from their checkpoints): a model's training time is the sum of every share.
+    earlier_s: float = field(default=0.0, init=False)
 
     def key_for(self, *parts: Any) -> str:
         return stable_hash([self.key, *parts])
@@ -82,13 +86,14 @@ class Trainer:
         opt = torch.optim.SGD(
             trainable, lr=self.lr, momentum=self.momentum, nesterov=True
         )
-        start = 0
+        start, earlier, began = 0, 0.0, time.perf_counter()
         ckpt_path = self.cache.path(checkpoint + ".partial") if checkpoint else None
         if ckpt_path is not None and ckpt_path.exists():
             state = safe_load(ckpt_path)
             model.load_state_dict(state["model"])
             opt.load_state_dict(state["opt"])
             start = int(state["epoch"])
+            earlier = float(state.get("seconds", 0.0))
         loss_fn = loss_fn or _cross_entropy
         n = len(self.x)
         steps = (n + self.batch_size - 1) // self.batch_size
@@ -109,9 +114,11 @@ class Trainer:
                     self.progress(label, epoch * steps + step + 1, epochs * steps)
             if ckpt_path is not None and epoch + 1 < epochs:
                 atomic_save(
-                    {"model": model.state_dict(), "opt": opt.state_dict(), "epoch": epoch + 1},
+                    {"model": model.state_dict(), "opt": opt.state_dict(), "epoch": epoch + 1,
+                     "seconds": earlier + time.perf_counter() - began},
                     ckpt_path,
                 )
+        self.earlier_s += earlier
         model.eval()
         if ckpt_path is not None and ckpt_path.exists():
             ckpt_path.unlink()
