@@ -3,38 +3,81 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import wraps
 from pathlib import Path
 from typing import Annotated, Any
 
+import click
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
+from rich.text import Text
 
 from hrsbench import __version__
-from hrsbench.des import BASE, ETA, BehaviourRange
 from hrsbench.errors import HrsbenchError
+from hrsbench.paths import default_cache_dir, default_data_dir
+from hrsbench.report.behaviour import BASE, ETA, BehaviourRange
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 console = Console()
 err = Console(stderr=True)
 
 
+#: Set by the global --debug option: show the traceback behind a one-line error.
+DEBUG = {"on": False}
+#: Exit status of an unexpected exception: a bug to report, not a mistake in the input.
+EXIT_BUG = 70
+
+
+def fail(message: str, cause: BaseException | None = None) -> None:
+    """One line on stderr, printed literally (no rich markup: ``[[defenses]]`` stays as is)."""
+    if DEBUG["on"] and cause is not None:
+        import traceback
+
+        traceback.print_exception(cause, file=sys.stderr)
+    err.print(Text.assemble(("error: ", "red"), message), highlight=False, soft_wrap=True)
+
+
 def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn HrsbenchError into one line on stderr and exit 1; Ctrl-C into exit 130."""
+    """One error path for every command: a HrsbenchError or a foreseeable OS error (permissions,
+    a file where a folder should be, a full disk) is one line and exit 1; Ctrl-C is exit 130;
+    anything else is a bug, shown with its traceback so it can be reported."""
 
     @wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
         except HrsbenchError as e:
-            err.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+            fail(str(e), e.__cause__ or e.__context__)
+            raise typer.Exit(1) from None
+        except OSError as e:
+            from hrsbench.paths import os_error_line
+
+            fail(os_error_line(e), e)
             raise typer.Exit(1) from None
         except KeyboardInterrupt:
             err.print("interrupted: finished results are kept; rerun the same command to resume")
             raise typer.Exit(130) from None
+        except Exception as e:
+            import traceback
+
+            traceback.print_exception(e, file=sys.stderr)
+            fail(f"unexpected {type(e).__name__}: this is a bug in hrsbench or a plugin, not in "
+                 "your input; please report it with the traceback above")
+            raise typer.Exit(EXIT_BUG) from None
 
     return wrapper
 
@@ -50,65 +93,147 @@ def main(
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Show version.")
     ] = False,
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show the traceback behind a one-line error.")
+    ] = False,
 ) -> None:
     """Adversarial-robustness benchmark for stochastic defenses (HRS, SAP, dropout, noise)."""
+    DEBUG["on"] = debug
+
+
+_DATA_HELP = (f"Data folder; default {default_data_dir()} ($HRSBENCH_DATA when set, else "
+              "$XDG_CACHE_HOME/hrsbench/data or ~/.cache/hrsbench/data)")
+_CACHE_HELP = (f"Model cache; default {default_cache_dir()} ($HRSBENCH_CACHE when set, else "
+               "$XDG_CACHE_HOME/hrsbench/models or ~/.cache/hrsbench/models)")
 
 
 @app.command()
 @friendly
 def run(
     config: Annotated[
-        str | None, typer.Argument(help="TOML config file or preset name; default: quick")
+        str | None, typer.Argument(help="TOML config file or preset name (hrsbench presets); "
+                                        "default: quick")
     ] = None,
     out: Annotated[Path | None, typer.Option(help="Output folder; default runs/NAME")] = None,
-    data_dir: Annotated[
-        Path | None, typer.Option(help="Data folder; default $HRSBENCH_DATA or ~/.cache")
-    ] = None,
-    cache_dir: Annotated[
-        Path | None, typer.Option(help="Model cache; default $HRSBENCH_CACHE or ~/.cache")
-    ] = None,
-    device: Annotated[str, typer.Option(help="cpu or cuda")] = "cpu",
+    data_dir: Annotated[Path | None, typer.Option(help=_DATA_HELP)] = None,
+    cache_dir: Annotated[Path | None, typer.Option(help=_CACHE_HELP)] = None,
+    device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N")] = "cpu",
     leaderboard: Annotated[
         Path | None, typer.Option(help="Write the leaderboard here; default OUT/leaderboard.md")
     ] = None,
+    wait: Annotated[
+        bool, typer.Option(help="If another run holds OUT, wait for it instead of refusing")
+    ] = False,
 ) -> None:
     """Train (or load) every defense in CONFIG, run its attacks, append results.jsonl, and
-    write the leaderboard and figures of all its results."""
-    import torch
-
-    from hrsbench.cells import expand
+    write the leaderboard and figures of all its results. The config, device, plugins and output
+    places are checked before any model is built."""
     from hrsbench.config import load_config
-    from hrsbench.plugins import registry
+    from hrsbench.locks import run_lock
     from hrsbench.runner import run as run_cells
 
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise HrsbenchError("--device cuda asked for but no CUDA device is available; use cpu")
     cfg, source = load_config(config)
-    expand(cfg, registry())  # plugin names and parameters fail here, before any output
+    check_device(device)
+    reg = check_plan(cfg)
     out = out or Path("runs") / Path(config or "quick").stem
-    console.print(f"[bold]hrsbench {__version__}[/bold] · {source} · config {cfg.hash} → {out}")
+    leaderboard = check_places(out, leaderboard, cache_dir)
+    check_data(cfg, reg, data_dir)
+    with run_lock(out, wait, on_wait=lambda who: print(f"waiting for {who}, which holds {out}",
+                                                       flush=True)):
+        console.print(f"[bold]hrsbench {__version__}[/bold] · {escape(source)} · config "
+                      f"{cfg.hash} → {escape(str(out))}")
+        with progress_reporter() as report:
+            lines = run_cells(cfg, out, data_dir=data_dir, cache_dir=cache_dir, device=device,
+                              progress=report)
+        console.print(results_table(lines))
+        console.print(f"results: {out / 'results.jsonl'}", markup=False)
+        from hrsbench.report.leaderboard import write_run_reports
+
+        path = write_run_reports(out, reference=cfg.reference, leaderboard=leaderboard)
+    console.print(f"leaderboard: {path} (figures in {out / 'plots'})", markup=False)
+
+
+def check_device(device: str) -> None:
+    """``--device`` names a device this machine has, or one line saying what it has."""
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise HrsbenchError(
+            f"--device {device!r} is not a device; use cpu, cuda or cuda:N"
+        ) from None
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise HrsbenchError(f"--device {device}: no CUDA device is available; use cpu")
+        if dev.index is not None and dev.index >= count:
+            raise HrsbenchError(f"--device {device}: this machine has {count} CUDA device(s), "
+                                f"cuda:0 to cuda:{count - 1}")
+    elif dev.type != "cpu":
+        raise HrsbenchError(f"--device {device}: hrsbench runs on cpu or cuda")
+
+
+def check_plan(cfg: Any) -> Any:
+    """Plugin names, parameters and strength ranges, through the registry, before any output;
+    returns the registry."""
+    from hrsbench.cells import expand
+    from hrsbench.config import check_strengths
+    from hrsbench.plugins import registry
+
+    reg = registry()
+    check_strengths(cfg, reg)
+    expand(cfg, reg)
+    return reg
+
+
+def check_data(cfg: Any, reg: Any, data_dir: Path | None) -> None:
+    """The dataset's files are there (fetched if missing, checksums verified) and its test split
+    holds the images asked for: n_test beyond it would be silently capped."""
+    x_test, _ = reg.get("dataset", cfg.dataset)().load("test", cfg.n_clean, data_dir)
+    if cfg.n_test > len(x_test):
+        raise HrsbenchError(f"n_test = {cfg.n_test}, but {cfg.dataset} has only {len(x_test)} "
+                            "test images; lower n_test")
+
+
+def check_places(out: Path, leaderboard: Path | None, cache_dir: Path | None) -> Path:
+    """Every place a run writes, proven writable before any model is built; returns the
+    leaderboard path."""
+    from hrsbench.paths import default_cache_dir, writable_dir, writable_file
+
+    writable_dir(out, "--out")
+    results = out / "results.jsonl"
+    if results.exists():
+        writable_file(results, "--out")
+    if (out / "plots").exists():
+        writable_dir(out / "plots", "--out")
+    writable_dir(cache_dir or default_cache_dir(), "--cache-dir")
+    return writable_file(leaderboard or out / "leaderboard.md", "--leaderboard")
+
+
+@contextmanager
+def progress_reporter() -> Iterator[Callable[[str, str, int, int], None]]:
+    """A live bar on a terminal; plain, periodic log lines when stdout is a file or pipe."""
+    if not console.is_terminal:
+        from hrsbench.progress import LogProgress
+
+        yield LogProgress()
+        return
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn())
     with Progress(*columns, console=console, transient=False) as bar:
-        tasks: dict[str, int] = {}
+        tasks: dict[str, TaskID] = {}
 
         def report(task: str, label: str, done: int, total: int) -> None:
             if task not in tasks:
-                tasks[task] = bar.add_task(label, total=total)
-            bar.update(tasks[task], description=label, completed=done, total=total)
+                tasks[task] = bar.add_task(escape(label), total=total)
+            bar.update(tasks[task], description=escape(label), completed=done, total=total)
 
-        lines = run_cells(cfg, out, data_dir=data_dir, cache_dir=cache_dir, device=device,
-                          progress=report)
-    console.print(results_table(lines))
-    console.print(f"results: {out / 'results.jsonl'}")
-    from hrsbench.leaderboard import write_run_reports
-
-    path = write_run_reports(out, reference=cfg.reference, leaderboard=leaderboard)
-    console.print(f"leaderboard: {path} (figures in {out / 'plots'})")
+        yield report
 
 
 def results_table(lines: list[dict[str, Any]]) -> Table:
-    from hrsbench.sanity import annotate
+    from hrsbench.report.sanity import annotate
 
     table = Table(title="results")
     for col in ("defense", "params", "attack", "ε", "setting", "clean acc", "ASR", "defense rate",
@@ -193,8 +318,13 @@ def leaderboard(
     ] = None,
 ) -> None:
     """Merge result files into one markdown leaderboard ranked by mean DES (docs/des.md)."""
-    from hrsbench.leaderboard import write_leaderboard
+    from hrsbench.paths import writable_dir, writable_file
+    from hrsbench.report.leaderboard import write_leaderboard
 
+    check_results(results)
+    writable_file(out, "--out")
+    if plots is not None:
+        writable_dir(plots, "--plots")
     path, figures = write_leaderboard(results, out, plots=plots, base=base, eta=eta,
                                       behaviour=_behaviour(dt_range, rate_range),
                                       reference=reference)
@@ -214,13 +344,62 @@ def plot(
 ) -> None:
     """Draw ASR against ε (Figure 4), the DES scatter (Figures 2, 5) and gradient deviation
     against defense rate (Figure A4) from result files."""
-    from hrsbench.leaderboard import build_report, merge_results
-    from hrsbench.plots import write_plots
+    from hrsbench.paths import writable_dir
+    from hrsbench.report.build import build_report
+    from hrsbench.report.merge import merge_results
+    from hrsbench.report.plots import write_plots
 
+    check_results(results)
+    writable_dir(out, "--out")
     report = build_report(merge_results(*results), base=base, eta=eta,
                           behaviour=_behaviour(dt_range, rate_range))
     files = write_plots(report, out)
     console.print(f"{len(files)} figure files in {out}")
+
+
+def check_results(paths: list[Path]) -> None:
+    """Result files to read exist, are files and hold something: a report of nothing, dated
+    now, would look like a finished one."""
+    for p in paths:
+        if not p.is_file():
+            what = "a folder; give its results.jsonl" if p.is_dir() else "not there"
+            raise HrsbenchError(f"results file {p} is {what}")
+    if all(p.stat().st_size == 0 for p in paths):
+        raise HrsbenchError(f"no result lines in {', '.join(map(str, paths))}; run hrsbench run "
+                            "first, or give the results.jsonl of a finished run")
+
+
+@app.command()
+@friendly
+def presets() -> None:
+    """List the built-in configs: what each runs and its estimated cost."""
+    from hrsbench.config import load_config, preset_notes
+    from hrsbench.config import presets as names
+
+    table = Table(title="hrsbench presets (hrsbench run NAME)")
+    for col in ("name", "what it runs", "estimated cost"):
+        table.add_column(col, overflow="fold")
+    for name in names():
+        cfg, _ = load_config(name)
+        summary, cost = preset_notes(name)
+        parts = [cfg.dataset, f"{len(cfg.defenses)} defenses", f"{len(cfg.attacks)} attacks",
+                 f"{len(cfg.threats)} threats", f"{cfg.epochs} epochs"]
+        runs = " · ".join(p for p in parts if not p.startswith("0 "))
+        table.add_row(name, escape(f"{summary}. {runs}"), escape(cost))
+    console.print(table)
+    console.print("Output goes to runs/NAME unless --out says otherwise; the header comment of "
+                  "hrsbench/presets/NAME.toml says more.", markup=False)
+
+
+@app.command("config-schema")
+@friendly
+def config_schema() -> None:
+    """Print the run config's JSON schema: every key, its type, range and default."""
+    import json
+
+    from hrsbench.config import schema
+
+    print(json.dumps(schema(), indent=2))
 
 
 def entry() -> None:  # pragma: no cover - console script shim for python -m

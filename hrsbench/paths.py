@@ -43,9 +43,9 @@ FIXES = {
 }
 
 
-def os_error_line(e: OSError) -> str:
-    """An OS error as one line naming the file and the fix."""
-    where = f"{e.filename}: " if e.filename else ""
+def os_error_line(e: OSError, name_file: bool = True) -> str:
+    """An OS error as one line naming the file (unless the caller names it) and the fix."""
+    where = f"{e.filename}: " if e.filename and name_file else ""
     fix = FIXES.get(e.errno or 0)
     return f"{where}{e.strerror or e}" + (f"; {fix}" if fix else "")
 
@@ -60,7 +60,9 @@ def writable_dir(path: Path, option: str) -> Path:
         with tempfile.TemporaryFile(dir=path):
             pass
     except OSError as e:
-        raise HrsbenchError(f"{option} {path}: cannot write there ({os_error_line(e)})") from None
+        raise HrsbenchError(
+            f"{option} {path}: cannot write there: {os_error_line(e, name_file=False)}"
+        ) from None
     return path
 
 
@@ -70,7 +72,7 @@ def writable_file(path: Path, option: str) -> Path:
     if path.is_dir():
         raise HrsbenchError(f"{option} {path} is a folder; give a file name, e.g. "
                             f"{path / 'leaderboard.md'}")
-    writable_dir(path.parent, f"{option} {path}: folder")
+    writable_dir(path.parent, f"{option} {path}: its folder")
     if path.exists() and not os.access(path, os.W_OK):
         raise HrsbenchError(f"{option} {path} is read-only; check its permissions or choose "
                             "another file")
