@@ -87,8 +87,8 @@ def main() -> None:
     x0, t0 = torch.from_numpy(x).to(device), torch.from_numpy(targets).to(device)
 
     pgd_cls = reg.get("attack", "pgd")
-    pgd = pgd_cls(max_iter=args.steps, batch_size=args.batch)
-    pgd_eot = pgd_cls(max_iter=args.eot_steps, batch_size=args.batch)
+    pgd, pgd_eot = pgd_cls(max_iter=args.steps), pgd_cls(max_iter=args.eot_steps)
+    pgd.batch_size = pgd_eot.batch_size = args.batch  # as the engine sets the run's batch size
     alpha = pgd.step_size(args.eps)
     whitebox = Classifier(model, shape, arch.n_classes, device=str(device))
     eot = Classifier(model, shape, arch.n_classes, eot_samples=args.eot, device=str(device))

@@ -69,7 +69,7 @@ def trained(defense: Defense, dataset: hrsbench.Dataset, trainer: Trainer) -> tu
     if trainer.cache.load(key, model):
         return model.eval(), 0.0
     start = time.perf_counter()
-    defense.fit(model, trainer)
+    defense.fit(model, trainer, dataset)
     seconds = time.perf_counter() - start
     trainer.cache.save(key, model)
     return model.eval(), seconds

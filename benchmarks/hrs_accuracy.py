@@ -58,9 +58,14 @@ def path_accuracies(model, x: torch.Tensor, y: torch.Tensor, batch: int = 250) -
     return 100.0 * correct.float() / len(x)
 
 
+def widths(text: str) -> list[int]:
+    """HRS's channels parameter from the command line's "10x10" form."""
+    return [int(w) for w in text.split("x")]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--channels", default="10x10")
+    ap.add_argument("--channels", default="10x10", help="widths per block, e.g. 10x10")
     ap.add_argument("--n-train", type=int, default=None, help="default: all 60,000")
     ap.add_argument("--epochs", type=int, default=5, help="base model epochs = epochs per block")
     ap.add_argument("--n-test", type=int, default=10000)
@@ -78,7 +83,7 @@ def main() -> None:
     # benchmark train each model once between them, whichever runs first.
     cfg = RunConfig(dataset="mnist", n_train=args.n_train, epochs=args.epochs, seed=args.seed,
                     defenses=[DefenseEntry("base"),
-                              DefenseEntry("hrs", {"channels": args.channels,
+                              DefenseEntry("hrs", {"channels": widths(args.channels),
                                                    "epochs": args.hrs_epochs})])
     reg = registry()
     data = reg.get("dataset", "mnist")()

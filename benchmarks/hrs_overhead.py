@@ -41,7 +41,7 @@ def step_seconds(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--channels", default="10x10")
+    ap.add_argument("--channels", default="10x10", help="widths per block, e.g. 10x10")
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--rounds", type=int, default=10)
     ap.add_argument("--reps", type=int, default=2, help="steps per model per round (min taken)")
@@ -51,11 +51,12 @@ def main() -> None:
         torch.set_num_threads(args.threads)  # this process only
 
     torch.manual_seed(0)
+    widths = tuple(int(w) for w in args.channels.split("x"))
     arch = MNIST.arch
     models = {
         "base": base_model(arch),
-        "call": HRS(channels=args.channels, switch="call").build(MNIST()),
-        "sample": HRS(channels=args.channels, switch="sample").build(MNIST()),
+        "call": HRS(channels=widths, switch="call").build(MNIST()),
+        "sample": HRS(channels=widths, switch="sample").build(MNIST()),
     }
     for m in models.values():
         m.eval()
