@@ -3,12 +3,17 @@ dependents, a killed Ray worker's task rerun, and the same results from ``local`
 
 from __future__ import annotations
 
+import json
 import os
+import types
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from hrsbench import HrsbenchError
+from hrsbench import Attack, HrsbenchError, hookimpl
+from hrsbench.config import parse_config
 from hrsbench.executors import (
     LocalExecutor,
     RayExecutor,
@@ -17,6 +22,9 @@ from hrsbench.executors import (
     make_executor,
     raise_failures,
 )
+from hrsbench.plugins import load_registry
+from hrsbench.results import read_lines
+from hrsbench.runner import run
 
 ray = pytest.importorskip("ray")
 
@@ -137,3 +145,106 @@ def test_ray_waits_for_models_it_shares_with(ray_cluster, tmp_path):
     order = []
     RayExecutor().run(graph(), lambda t, r: order.append(t.key))
     assert order.index("m1") < order.index("m2") < order.index("c3")
+
+
+# ---------------------------------------------------------------- whole runs on real data
+
+SMALL = {
+    "dataset": "mnist", "n_train": 500, "n_test": 2, "n_clean": 100, "epochs": 1, "repeats": 2,
+    "defenses": [{"name": "base"}, {"name": "dropout", "params": {"test_rate": 0.1}}],
+    "attacks": [{"name": "fgsm", "strengths": [0.1, 0.3]},
+                {"name": "pgd", "strengths": [0.2], "params": {"max_iter": 3}}],
+}
+TIMING = ("time_s", "train_time_s", "finished_at")
+
+
+@dataclass
+class Faulty(Attack):
+    """Random-sign noise that kills its worker once (``mode="die"``, a marker file remembers)
+    or raises (``mode="raise"``)."""
+
+    name = "faulty"
+    mode: str = "die"
+    marker: str = ""
+
+    def generate(self, classifier, x, y, strength, targets=None):
+        if self.mode == "raise":
+            raise ValueError("faulty attack raised")
+        if self.marker and not Path(self.marker).exists():
+            Path(self.marker).write_text("killed")
+            os._exit(1)
+        return np.clip(x + strength * np.sign(np.random.randn(*x.shape)), 0, 1).astype(np.float32)
+
+
+@pytest.fixture
+def reg():
+    registry = load_registry()
+    mod = types.ModuleType("faulty_plugin")
+
+    @hookimpl
+    def register_attacks(register):
+        register(Faulty)
+
+    mod.register_attacks = register_attacks
+    registry.add_module(mod, "test-plugins", "0")
+    return registry
+
+
+@pytest.fixture(scope="module")
+def cached_models(ray_cluster, tmp_path_factory, data_dir):
+    """The models of SMALL, trained by Ray tasks into the driver's (empty) cache."""
+    cache = tmp_path_factory.mktemp("exec-cache")
+    lines = run(parse_config({**SMALL, "attacks": []}), tmp_path_factory.mktemp("trained"),
+                data_dir=data_dir, cache_dir=cache, executor=RayExecutor(threads_per_task=1))
+    return cache, lines
+
+
+def go(out, data_dir, cache, executor, reg=None, **overrides):
+    cfg = parse_config({**SMALL, **overrides})
+    return run(cfg, out, data_dir=data_dir, cache_dir=cache, executor=executor, reg=reg)
+
+
+def without_timings(lines):
+    return sorted(json.dumps({k: v for k, v in r.items() if k not in TIMING}, sort_keys=True)
+                  for r in lines)
+
+
+def test_ray_trains_models_into_the_driver_cache(cached_models):
+    cache, lines = cached_models
+    assert {r["model_key"] for r in lines} <= {p.stem for p in cache.glob("*.pt")}
+    assert sum(r["train_time_s"] > 0 for r in lines) == 2  # each model charged once
+
+
+def test_ray_and_local_write_the_same_lines(tmp_path, data_dir, cached_models):
+    cache, _ = cached_models
+    remote = go(tmp_path / "ray", data_dir, cache, RayExecutor(threads_per_task=1))
+    local = go(tmp_path / "local", data_dir, cache, LocalExecutor(threads_per_task=1))
+    assert len(local) == 8 and without_timings(local) == without_timings(remote)
+    stored = read_lines(tmp_path / "ray" / "results.jsonl")
+    assert len(stored) == 8 and {r.provenance.cell_key for r in stored} == {
+        r["cell_key"] for r in local}
+
+
+def test_killed_worker_leaves_complete_results(ray_cluster, tmp_path, data_dir, cached_models,
+                                               reg):
+    marker = tmp_path / "killed"
+    attacks = [{"name": "fgsm", "strengths": [0.1]},
+               {"name": "faulty", "strengths": [0.1, 0.2], "params": {"marker": str(marker)}}]
+    lines = go(tmp_path / "out", data_dir, cached_models[0], RayExecutor(), reg,
+               attacks=attacks)
+    assert marker.exists()  # a worker did die mid-task
+    stored = read_lines(tmp_path / "out" / "results.jsonl")
+    keys = [r.provenance.cell_key for r in stored]
+    assert len(lines) == 2 * 4 and len(keys) == len(set(keys)) == 8
+
+
+def test_failing_cell_is_one_line_and_others_are_kept(ray_cluster, tmp_path, data_dir,
+                                                      cached_models, reg):
+    attacks = [{"name": "fgsm", "strengths": [0.1]},
+               {"name": "faulty", "strengths": [0.1], "params": {"mode": "raise"}}]
+    with pytest.raises(HrsbenchError) as e:
+        go(tmp_path / "out", data_dir, cached_models[0], RayExecutor(), reg, attacks=attacks)
+    message = str(e.value)
+    assert "\n" not in message and "faulty" in message and "faulty attack raised" in message
+    kept = read_lines(tmp_path / "out" / "results.jsonl")
+    assert sorted(r.threat.name for r in kept) == ["fgsm", "fgsm", "none", "none"]
