@@ -1,34 +1,67 @@
-"""hrsbench: a plugin-based adversarial-robustness benchmark (HRS, stochastic defenses, DES)."""
+"""hrsbench: a plugin-based adversarial-robustness benchmark (HRS, stochastic defenses, DES).
 
+The public names below load on first use (module ``__getattr__``): ``import hrsbench``, the
+command line's ``--version`` and ``--help`` and the reporting commands never import torch, ART,
+pandas or matplotlib unless a name that needs them is used.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
 from importlib.metadata import PackageNotFoundError, version
-
-from hrsbench.attack import Attack
-from hrsbench.cache import ModelCache
-from hrsbench.data import DataFile, Dataset, Download
-from hrsbench.defense import Defense
-from hrsbench.des import BehaviourRange, attach_des, des_score, family_summary, fit_line
-from hrsbench.errors import HrsbenchError
-from hrsbench.estimator import Classifier
-from hrsbench.hookspecs import hookimpl
-from hrsbench.leaderboard import merge_results, write_leaderboard
-from hrsbench.models import (
-    Arch,
-    base_model,
-    base_stages,
-    insert_stages,
-    replace_stage,
-    split_stages,
-)
-from hrsbench.results import load_results
-from hrsbench.threat import Threat
-from hrsbench.training import Trainer
+from typing import TYPE_CHECKING, Any
 
 try:
     __version__ = version("hrsbench")
 except PackageNotFoundError:  # running from a source tree without installing
     __version__ = "0.0.0+unknown"
 
+#: Public name → the module defining it.
+_EXPORTS = {
+    "Adam": "hrsbench.gradient",
+    "Arch": "hrsbench.models",
+    "Attack": "hrsbench.attack",
+    "BehaviourRange": "hrsbench.report.des",
+    "Classifier": "hrsbench.estimator",
+    "DataFile": "hrsbench.data",
+    "Dataset": "hrsbench.data",
+    "Defense": "hrsbench.defense",
+    "Download": "hrsbench.data",
+    "GradientAttack": "hrsbench.gradient",
+    "HrsbenchError": "hrsbench.errors",
+    "Kind": "hrsbench.record",
+    "ModelCache": "hrsbench.cache",
+    "Optimizer": "hrsbench.gradient",
+    "PluginError": "hrsbench.plugins",
+    "ResultLine": "hrsbench.record",
+    "Setting": "hrsbench.record",
+    "Threat": "hrsbench.threat",
+    "ThreatContext": "hrsbench.threat",
+    "Trainer": "hrsbench.training",
+    "attach_des": "hrsbench.report.des",
+    "base_model": "hrsbench.models",
+    "base_stages": "hrsbench.models",
+    "bounds_of": "hrsbench.gradient",
+    "des_score": "hrsbench.report.des",
+    "dlr_loss": "hrsbench.gradient",
+    "family_summary": "hrsbench.report.des",
+    "fit_line": "hrsbench.report.des",
+    "hookimpl": "hrsbench.hookspecs",
+    "insert_stages": "hrsbench.models",
+    "load_results": "hrsbench.results",
+    "margin_loss": "hrsbench.gradient",
+    "merge_results": "hrsbench.report.merge",
+    "migrate": "hrsbench.migrate",
+    "read_lines": "hrsbench.results",
+    "replace_stage": "hrsbench.models",
+    "split_stages": "hrsbench.models",
+    "uniform_start": "hrsbench.gradient",
+    "write_leaderboard": "hrsbench.report.leaderboard",
+}
+
 __all__ = [
+    "__version__",
+    "Adam",
     "Arch",
     "Attack",
     "BehaviourRange",
@@ -37,22 +70,89 @@ __all__ = [
     "Dataset",
     "Defense",
     "Download",
+    "GradientAttack",
     "HrsbenchError",
+    "Kind",
     "ModelCache",
+    "Optimizer",
+    "PluginError",
+    "ResultLine",
+    "Setting",
     "Threat",
+    "ThreatContext",
     "Trainer",
-    "__version__",
     "attach_des",
     "base_model",
     "base_stages",
+    "bounds_of",
     "des_score",
+    "dlr_loss",
     "family_summary",
     "fit_line",
     "hookimpl",
     "insert_stages",
     "load_results",
+    "margin_loss",
     "merge_results",
+    "migrate",
+    "read_lines",
     "replace_stage",
     "split_stages",
+    "uniform_start",
     "write_leaderboard",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'hrsbench' has no attribute {name!r}")
+    value = getattr(import_module(module), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
+
+
+if TYPE_CHECKING:  # for type checkers and IDEs; never executed
+    from hrsbench.attack import Attack
+    from hrsbench.cache import ModelCache
+    from hrsbench.data import DataFile, Dataset, Download
+    from hrsbench.defense import Defense
+    from hrsbench.errors import HrsbenchError
+    from hrsbench.estimator import Classifier
+    from hrsbench.gradient import (
+        Adam,
+        GradientAttack,
+        Optimizer,
+        bounds_of,
+        dlr_loss,
+        margin_loss,
+        uniform_start,
+    )
+    from hrsbench.hookspecs import hookimpl
+    from hrsbench.migrate import migrate
+    from hrsbench.models import (
+        Arch,
+        base_model,
+        base_stages,
+        insert_stages,
+        replace_stage,
+        split_stages,
+    )
+    from hrsbench.plugins import PluginError
+    from hrsbench.record import Kind, ResultLine, Setting
+    from hrsbench.report.des import (
+        BehaviourRange,
+        attach_des,
+        des_score,
+        family_summary,
+        fit_line,
+    )
+    from hrsbench.report.leaderboard import write_leaderboard
+    from hrsbench.report.merge import merge_results
+    from hrsbench.results import load_results, read_lines
+    from hrsbench.threat import Threat, ThreatContext
+    from hrsbench.training import Trainer

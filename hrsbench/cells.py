@@ -1,25 +1,44 @@
 """A run config expanded into cells: independent, serialisable units of work (one defense
-parameter set × attack × strength × setting), each with a key that identifies its result."""
+parameter set × attack × strength × setting), each with a key that identifies its result.
+
+A cell's key and its model's key are computed by the same functions as a result line's
+(:mod:`hrsbench.record`), from the same parts, so a finished cell is found by its line.
+"""
 
 from __future__ import annotations
 
 import itertools
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from hrsbench.cache import stable_hash
 from hrsbench.config import RunConfig
 from hrsbench.params import defaults, instantiate
 from hrsbench.plugins import Registry
+from hrsbench.record import (
+    MODEL_FORMAT,
+    Evaluation,
+    Kind,
+    ModelSpec,
+    Setting,
+    ThreatSpec,
+    Traits,
+    cell_key,
+    plain,
+)
+from hrsbench.storage import stable_hash
 
-MODEL_FORMAT = 2  # bump when training code changes what a cached model contains
+__all__ = ["MODEL_FORMAT", "Cell", "expand", "grid"]
 
 
-def grid(params: dict[str, Any]) -> list[dict[str, Any]]:
-    """Every combination of the list-valued parameters."""
-    keys = list(params)
-    axes = [v if isinstance(v, list) else [v] for v in params.values()]
-    return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*axes)]
+def grid(axes: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    """Every combination of the axes' values (one empty combination when there are none)."""
+    keys = list(axes)
+    return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*axes.values())]
+
+
+def combinations(entry: Any) -> list[dict[str, Any]]:
+    """A config entry's parameter sets: its literal ``params`` merged with each grid point."""
+    return [{**entry.params, **point} for point in grid(getattr(entry, "grid", {}) or {})]
 
 
 @dataclass(frozen=True)
@@ -42,36 +61,68 @@ class Cell:
     #: "attack" (evasion, crafted per image) or "threat" (a Threat plugin; ``attack`` holds its
     #: name, ``attack_params`` its parameters and ``attack_strength`` its strength parameter).
     kind: str = "attack"
+    #: The plugins' distributions and versions (part of the keys: a new version reruns).
+    defense_package: str = "unknown"
+    defense_version: str = "unknown"
+    attack_package: str | None = None
+    attack_version: str | None = None
+    #: What the plugins declare, recorded in the cell's result line.
+    traits: Traits = field(default_factory=lambda: Traits(False, False, None, False, None))
+    #: The threat kind recorded for a threat cell (``Kind`` value).
+    threat_kind: str = Kind.THREAT.value
 
     def to_dict(self) -> dict[str, Any]:
-        """The cell's fields; ``kind`` only when it is not "attack", so attack cells keep the
-        keys (and results already on disk) they had before threats existed."""
-        d = asdict(self)
-        if d["kind"] == "attack":
-            del d["kind"]
-        return d
+        return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Cell:
+        d = dict(d)
+        if isinstance(d.get("traits"), dict):
+            d["traits"] = Traits(**d["traits"])
         return cls(**d)
+
+    def model_spec(self) -> ModelSpec:
+        return ModelSpec(self.dataset, self.defense, plain(self.params), self.seed, self.n_train,
+                         self.epochs, self.defense_package, self.defense_version)
+
+    def threat_spec(self) -> ThreatSpec:
+        if self.kind == "threat":
+            kind = Kind(self.threat_kind)
+        else:
+            kind = Kind.CLEAN if self.attack == "none" else Kind.EVASION
+        return ThreatSpec(kind, self.attack, plain(self.attack_params), float(self.attack_strength),
+                          Setting(self.setting), self.targeted, self.attack_package,
+                          self.attack_version)
+
+    def evaluation(self, n_examples: int = 0, clean_images: int | None = None) -> Evaluation:
+        """The cell's evaluation; the counts measured are filled in once it has run."""
+        return Evaluation(self.n_test, n_examples, self.n_clean, clean_images, self.repeats,
+                          self.eot_samples)
 
     @property
     def training_key(self) -> str:
         """What determines training apart from the defense: a defense adds its own name and
-        parameters to it, or only the parts that matter (HRS channels are reused across widths)."""
-        return stable_hash([MODEL_FORMAT, self.dataset, self.n_train, self.epochs, self.seed])
+        parameters to it, or only the parts that matter (HRS channels are reused across widths).
+        The defense plugin's package and version are part of it: a new version retrains."""
+        return stable_hash([MODEL_FORMAT, self.dataset, self.n_train, self.epochs, self.seed,
+                            self.defense_package, self.defense_version])
 
     @property
     def model_key(self) -> str:
         """What determines the trained model: a cell's results share it with its siblings."""
-        return stable_hash(
-            [MODEL_FORMAT, self.dataset, self.n_train, self.epochs, self.seed, self.defense,
-             self.params]
-        )
+        return self.model_spec().key()
 
     @property
     def key(self) -> str:
-        return stable_hash(self.to_dict())
+        return cell_key(self.model_spec(), self.threat_spec(), self.evaluation())
+
+
+def defense_traits(dcls: type) -> Traits:
+    """What a defense class declares (attack traits are filled in per attack)."""
+    from hrsbench.defense import Defense
+
+    return Traits(bool(dcls.stochastic), dcls.expectation is not Defense.expectation,
+                  getattr(dcls, "strength", None), False, None)
 
 
 def expand(cfg: RunConfig, registry: Registry) -> list[Cell]:
@@ -84,54 +135,69 @@ def expand(cfg: RunConfig, registry: Registry) -> list[Cell]:
     registry.get("dataset", cfg.dataset)
     cells = []
     for d in cfg.defenses:
-        dcls = registry.get("defense", d.name)
-        settings_ok = _settings_for(dcls)
-        for p in grid(d.params):
+        reg = registry.registration("defense", d.name)
+        dcls = reg.cls
+        traits = defense_traits(dcls)
+        for p in combinations(d):
             instantiate(dcls, p, f"defense {d.name!r}")
             full = {**defaults(dcls), **p}
-            common = (cfg.dataset, cfg.n_train, cfg.n_test, cfg.n_clean, cfg.epochs, cfg.seed,
-                      d.name, full)
-            cells.append(Cell(*common, "none", {}, 0.0, "none", cfg.targeted, cfg.repeats, 1))
-            for a in cfg.attacks:
-                acls = registry.get("attack", a.name)
-                for ap in grid(a.params):
-                    instantiate(acls, ap, f"attack {a.name!r}")
-                    afull = {**defaults(acls), **ap}
-                    settings = [s for s in a.settings if s in settings_ok]
-                    for strength, setting in itertools.product(a.strengths, settings):
-                        cells.append(
-                            Cell(
-                                *common, a.name, afull, float(strength), setting, cfg.targeted,
-                                cfg.repeats, cfg.eot_samples if setting == "eot" else 1,
-                            )
-                        )
-            cells.extend(_threat_cells(cfg, registry, common))
+            clean = Cell(cfg.dataset, cfg.n_train, cfg.n_test, cfg.n_clean, cfg.epochs, cfg.seed,
+                         d.name, full, "none", {}, 0.0, "none", cfg.targeted, cfg.repeats, 1,
+                         defense_package=reg.package, defense_version=reg.version,
+                         traits=traits)
+            cells.append(clean)
+            cells.extend(_attack_cells(cfg, registry, clean, _settings_for(traits)))
+            cells.extend(_threat_cells(cfg, registry, clean))
     return list({c.key: c for c in cells}.values())  # duplicates in a config run once
 
 
-def _threat_cells(cfg: RunConfig, registry: Registry, common: tuple[Any, ...]) -> list[Cell]:
+def _attack_cells(cfg: RunConfig, registry: Registry, clean: Cell, ok: set[str]) -> list[Cell]:
+    """The evasion cells of one defense parameter set: attack × parameters × strength ×
+    setting."""
+    cells = []
+    for a in cfg.attacks:
+        reg = registry.registration("attack", a.name)
+        traits = replace(clean.traits, attack_iterative=bool(getattr(reg.cls, "iterative", False)),
+                         attack_strength=getattr(reg.cls, "strength", None))
+        for ap in combinations(a):
+            instantiate(reg.cls, ap, f"attack {a.name!r}")
+            afull = {**defaults(reg.cls), **ap}
+            settings = [s for s in a.settings if s in ok]
+            for strength, setting in itertools.product(a.strengths, settings):
+                cells.append(replace(
+                    clean, attack=a.name, attack_params=afull, attack_strength=float(strength),
+                    setting=setting, eot_samples=cfg.eot_samples if setting == "eot" else 1,
+                    attack_package=reg.package, attack_version=reg.version, traits=traits,
+                ))
+    return cells
+
+
+def _threat_cells(cfg: RunConfig, registry: Registry, clean: Cell) -> list[Cell]:
     """One cell per threat parameter set against one defense parameter set: a threat is not
     targeted, and runs in the white-box setting (it sees the deployed model as it is)."""
     cells = []
     for t in cfg.threats:
-        tcls = registry.get("threat", t.name)
-        for tp in grid(t.params):
+        reg = registry.registration("threat", t.name)
+        tcls = reg.cls
+        traits = replace(clean.traits, attack_strength=tcls.strength)
+        for tp in combinations(t):
             instantiate(tcls, tp, f"threat {t.name!r}")
             tfull = {**defaults(tcls), **tp}
-            strength = float(tfull[tcls.strength])
-            cells.append(Cell(*common, t.name, tfull, strength, "whitebox", False, cfg.repeats, 1,
-                              kind="threat"))
+            cells.append(replace(
+                clean, attack=t.name, attack_params=tfull,
+                attack_strength=float(tfull[tcls.strength]), setting="whitebox", targeted=False,
+                kind="threat", attack_package=reg.package, attack_version=reg.version,
+                traits=traits, threat_kind=Kind(getattr(tcls, "kind", Kind.THREAT)).value,
+            ))
     return cells
 
 
-def _settings_for(dcls: type) -> set[str]:
+def _settings_for(traits: Traits) -> set[str]:
     """Settings that differ for this defense: a deterministic model is the same under EOT and
     fixed randomness as in white-box, and only a defense with an exact expectation has one."""
-    from hrsbench.defense import Defense
-
     ok = {"whitebox"}
-    if dcls.stochastic:
+    if traits.defense_stochastic:
         ok |= {"eot", "fixed"}
-        if dcls.expectation is not Defense.expectation:
+        if traits.defense_expectation:
             ok.add("expectation")
     return ok

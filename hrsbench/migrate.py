@@ -148,8 +148,9 @@ def _package(builtin: bool, hv: str) -> tuple[str, str]:
 
 
 def _traits(v1: dict[str, Any]) -> Traits:
-    stochastic, expectation, strength = BUILTIN_DEFENSES.get(
-        v1["defense"], (False, False, _strength_name(v1)))
+    stochastic, expectation, strength = BUILTIN_DEFENSES.get(v1["defense"], (False, False, None))
+    if strength not in (v1.get("params") or {}):
+        strength = _strength_name(v1)
     if v1.get("stochastic") is not None:
         stochastic = bool(v1["stochastic"])
     if v1.get("kind") == "threat":

@@ -230,8 +230,8 @@ class ResultLine:
     def threat_key(self) -> tuple[Any, ...]:
         """The threat a rate was measured under (:data:`THREAT_COLUMNS`): one leaderboard table."""
         t = self.threat
-        return (self.model.dataset, t.kind.value, t.name, canonical(t.params), t.strength,
-                t.targeted, t.setting.value)
+        return (self.model.dataset, t.name, canonical(t.params), t.strength, t.setting.value,
+                t.targeted)
 
     def group_key(self) -> tuple[Any, ...]:
         """The lines DES compares (:data:`COMPARISON_COLUMNS`): the same threat, attacked images,
@@ -309,8 +309,8 @@ class ResultLine:
 
 
 #: Row columns naming the threat a line was measured under (one leaderboard table each).
-THREAT_COLUMNS = ("dataset", "kind", "attack", "attack_params_key", "attack_strength",
-                  "targeted", "setting")
+THREAT_COLUMNS = ("dataset", "attack", "attack_params_key", "attack_strength", "setting",
+                  "targeted")
 #: Row columns a defended line and its base line share (:meth:`ResultLine.group_key`).
 COMPARISON_COLUMNS = (*THREAT_COLUMNS, "n_test", "n_clean", "seed")
 

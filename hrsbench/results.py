@@ -1,49 +1,58 @@
-"""``results.jsonl``: one JSON object per finished cell, appended and fsynced as one write, so a
-kill loses at most the line being written, which the next load drops."""
+"""``results.jsonl``: one :class:`~hrsbench.record.ResultLine` per finished cell, appended and
+fsynced as one write, so a kill loses at most the line being written, which the next load drops.
+
+Reading migrates older lines (:mod:`hrsbench.migrate`) and validates every line, so everything
+downstream sees the current schema only. Light: no torch, ART or matplotlib.
+"""
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from hrsbench.errors import HrsbenchError
+from hrsbench.migrate import migrate
+from hrsbench.record import ResultLine, loads
 
-REQUIRED = (
-    "dataset", "defense", "params", "strength", "attack", "attack_strength", "setting",
-    "targeted", "n_examples", "clean_accuracy", "attack_success_rate", "seed",
-    "hrsbench_version", "config_hash",
-)
+if TYPE_CHECKING:
+    import pandas as pd
 
 
-def read_lines(path: Path, repair: bool = False) -> list[dict[str, Any]]:
-    """Parse a results file; a malformed line is a one-line error naming file and line, except a
-    torn last line (no newline: a killed write), which is dropped (and cut off if ``repair``)."""
+def parse_line(raw: bytes | str) -> ResultLine:
+    """One stored line (any schema version) as a validated :class:`ResultLine`."""
+    data = loads(raw)
+    if not isinstance(data, dict):
+        raise HrsbenchError("a result line must be a JSON object")
+    return ResultLine.from_dict(migrate(data))
+
+
+def read_numbered(path: Path, repair: bool = False) -> list[tuple[int, ResultLine]]:
+    """The lines of a results file with their line numbers; a malformed line is a one-line
+    error naming file and line, except a torn last line (no newline: a killed write), which is
+    dropped (and cut off if ``repair``)."""
     path = Path(path)
     if not path.exists():
         return []
     raw = path.read_bytes()
     lines = raw.split(b"\n")
-    torn = lines[-1] != b""
-    records = []
+    out = []
     for i, line in enumerate(lines[:-1], start=1):
         if not line.strip():
             continue
         try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise HrsbenchError(f"{path}:{i}: malformed result line ({e.msg})") from None
-        missing = [k for k in REQUIRED if k not in rec]
-        if missing:
-            raise HrsbenchError(f"{path}:{i}: result line lacks field {missing[0]!r}")
-        records.append(rec)
-    if torn and repair:
+            out.append((i, parse_line(line)))
+        except HrsbenchError as e:
+            raise HrsbenchError(f"{path}:{i}: {e}") from None
+    if lines[-1] != b"" and repair:
         with open(path, "r+b") as f:
             f.truncate(len(raw) - len(lines[-1]))
-    return records
+    return out
+
+
+def read_lines(path: Path, repair: bool = False) -> list[ResultLine]:
+    """The lines of a results file (see :func:`read_numbered`)."""
+    return [line for _, line in read_numbered(path, repair)]
 
 
 class ResultStore:
@@ -51,24 +60,37 @@ class ResultStore:
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self.records = {r["cell_key"]: r for r in read_lines(self.path, repair=True)}
+        self.records = {r.provenance.cell_key: r for r in read_lines(self.path, repair=True)}
 
     def __contains__(self, key: str) -> bool:
         return key in self.records
 
-    def append(self, record: dict[str, Any]) -> None:
+    def append(self, line: ResultLine) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        data = (json.dumps(record, sort_keys=True) + "\n").encode()
+        data = (line.to_json() + "\n").encode()
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             os.write(fd, data)
             os.fsync(fd)
         finally:
             os.close(fd)
-        self.records[record["cell_key"]] = record
+        self.records[line.provenance.cell_key] = line
+
+
+def frame(lines: list[ResultLine]) -> pd.DataFrame:
+    """Lines as a DataFrame, one flat row each (:meth:`ResultLine.row`), with ``successes``
+    decoded to an int array per attack line (None where a line has none)."""
+    import pandas as pd
+
+    from hrsbench.outcomes import decode_counts
+
+    rows = [line.row() for line in lines]
+    for row in rows:
+        if row.get("successes") is not None:
+            row["successes"] = decode_counts(row["successes"])
+    return pd.DataFrame(rows)
 
 
 def load_results(*paths: str | Path) -> pd.DataFrame:
     """Result lines of one or more ``results.jsonl`` files as a DataFrame, one row per line."""
-    rows = [r for p in paths for r in read_lines(Path(p))]
-    return pd.DataFrame(rows)
+    return frame([r for p in paths for r in read_lines(Path(p))])

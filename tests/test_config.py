@@ -42,7 +42,7 @@ def test_cells_cover_the_grid_and_are_serialisable():
     cfg = parse_config({
         "defenses": [{"name": "base"}],
         "attacks": [{"name": "pgd", "strengths": [0.1, 0.2], "settings": ["whitebox", "eot"],
-                     "params": {"max_iter": [5, 10]}}],
+                     "grid": {"max_iter": [5, 10]}}],
     })
     cells = expand(cfg, registry())
     # One clean cell + 2 strengths × 2 iteration counts; EOT is dropped for the deterministic base.
@@ -67,7 +67,7 @@ def test_quick_preset_loads():
 def test_every_preset_expands_and_its_reference_loads(name: str) -> None:
     """A shipped preset that names an unknown plugin, parameter or reference would only fail
     when a user runs it: expand every one, and load the paper numbers it compares with."""
-    from hrsbench.reference import load_reference
+    from hrsbench.report.reference import load_reference
 
     cfg, _ = load_config(name)
     assert expand(cfg, registry())

@@ -8,7 +8,8 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from hrsbench.des import (
+from hrsbench.errors import HrsbenchError
+from hrsbench.report.des import (
     BehaviourRange,
     attach_des,
     des_score,
@@ -17,14 +18,15 @@ from hrsbench.des import (
     fit_line,
     variant_labels,
 )
-from hrsbench.errors import HrsbenchError
 
 
 def line(defense: str, params: dict[str, Any], clean: float, attack: str = "pgd",
          eps: float = 0.1, setting: str = "whitebox", asr: float | None = None,
          **extra: Any) -> dict[str, Any]:
-    """A result line as the runner writes it, with only what DES reads varying."""
+    """A result line as the runner writes it, with only what DES reads varying; the defense's
+    ``stochastic`` trait as the built-in plugins declare it (None for others)."""
     strength_param = {"dropout": "test_rate", "hrs": "width"}.get(defense)
+    stochastic = {"base": False, "dropout": True, "hrs": True}.get(defense)
     rec = {
         "dataset": "mnist", "n_train": None, "n_test": 20, "n_clean": 100, "epochs": 5,
         "seed": 0, "defense": defense, "params": params,
@@ -38,7 +40,7 @@ def line(defense: str, params: dict[str, Any], clean: float, attack: str = "pgd"
         "defense_rate": None if asr is None else 1 - asr,
         "cell_key": f"{defense}-{sorted(params.items())}-{attack}-{eps}-{setting}",
         "config_hash": "c0", "finished_at": "2026-01-01T00:00:00+00:00",
-        "hrsbench_version": "0.1.0",
+        "hrsbench_version": "0.1.0", "stochastic": stochastic,
     }
     rec.update(extra)
     return rec

@@ -14,7 +14,8 @@ from typer.testing import CliRunner
 
 from hrsbench.cli import app
 from hrsbench.errors import HrsbenchError
-from hrsbench.leaderboard import merge_results, write_leaderboard, write_run_reports
+from hrsbench.report.leaderboard import write_leaderboard, write_run_reports
+from hrsbench.report.merge import merge_results
 
 GENERATED = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
@@ -194,8 +195,8 @@ def test_cli_broken_file_is_one_line_and_exit_1(runs: tuple[Path, Path], tmp_pat
 
 
 def test_sanity_verdicts_are_computed_when_lines_carry_none(tmp_path: Path) -> None:
-    pytest.importorskip("hrsbench.sanity")
-    from hrsbench.leaderboard import build_report
+    pytest.importorskip("hrsbench.report.sanity")
+    from hrsbench.report.build import build_report
 
     plain = write(tmp_path / "p.jsonl", [line("base", {}, 0.99, asr=0.9),
                                          line("base", {}, 0.99, "fgsm", asr=0.5)])

@@ -10,8 +10,10 @@ import pytest
 
 from hrsbench.config import load_config
 from hrsbench.errors import HrsbenchError
-from hrsbench.leaderboard import build_report, merge_results, write_leaderboard
-from hrsbench.reference import load_reference
+from hrsbench.report.build import build_report
+from hrsbench.report.leaderboard import write_leaderboard
+from hrsbench.report.merge import merge_results
+from hrsbench.report.reference import load_reference
 from tests.test_leaderboard import line, write
 
 REFERENCE = """
@@ -102,7 +104,7 @@ def test_entries_are_matched_by_subset_and_eps_tolerance(results: Path, tmp_path
 
 
 def test_measured_values_match_the_report(results: Path, tmp_path: Path) -> None:
-    from hrsbench.reference import measured
+    from hrsbench.report.reference import measured
 
     ref = tmp_path / "ref.toml"
     ref.write_text(REFERENCE)

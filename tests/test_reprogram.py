@@ -29,14 +29,15 @@ from hrsbench import Arch, Dataset, HrsbenchError, ModelCache, base_model, hooki
 from hrsbench.cache import stable_hash
 from hrsbench.cells import expand
 from hrsbench.config import parse_config
+from hrsbench.migrate import V1_REQUIRED as REQUIRED
 from hrsbench.plugins import load_registry
-from hrsbench.reprogramming import (
+from hrsbench.report.reprogramming import (
     reprogramming_markdown,
     reprogramming_score,
     reprogramming_table,
     write_reprogramming,
 )
-from hrsbench.results import REQUIRED, read_lines
+from hrsbench.results import read_lines
 from hrsbench.runner import run
 from hrsbench.threat import ThreatContext, frozen
 from tests.toys import one_thread
@@ -356,11 +357,11 @@ def test_run_writes_threat_lines(reg, tmp_path):
     cells = expand(cfg, reg)
     assert [(c.kind, c.attack, c.attack_strength) for c in cells] == [
         ("attack", "none", 0.0), ("threat", "reprogram", 2.0), ("threat", "reprogram", 3.0)]
-    assert "kind" not in cells[0].to_dict() and cells[1].to_dict()["kind"] == "threat"
+    assert cells[0].to_dict()["kind"] == "attack" and cells[1].to_dict()["kind"] == "threat"
 
     out = tmp_path / "out"
     lines = run(cfg, out, cache_dir=tmp_path / "cache", reg=reg)
-    threat_lines = [r for r in lines if r.get("kind") == "threat"]
+    threat_lines = [r for r in lines if r["kind"] not in ("clean", "evasion")]
     assert len(threat_lines) == 2
     for r in threat_lines:
         assert all(k in r for k in REQUIRED)

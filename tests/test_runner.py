@@ -12,8 +12,9 @@ import pytest
 
 from hrsbench import Attack, HrsbenchError, hookimpl
 from hrsbench.config import parse_config
+from hrsbench.migrate import V1_REQUIRED as REQUIRED
 from hrsbench.plugins import load_registry
-from hrsbench.results import REQUIRED, read_lines
+from hrsbench.results import read_lines
 from hrsbench.runner import run
 
 SMALL = {
@@ -77,7 +78,7 @@ def test_lines_carry_the_schema(reg, tmp_path, data_dir, shared_cache):
     assert all(r["n_examples"] == 2 * 9 for r in attacked)  # each image towards 9 targets
     assert all(r["linf"] <= r["attack_strength"] + 1e-6 for r in attacked)
     assert 0.3 < lines[0]["clean_accuracy"] <= 1.0  # well above chance after 32 steps
-    assert read_lines(tmp_path / "results.jsonl") == lines
+    assert [r.row() for r in read_lines(tmp_path / "results.jsonl")] == lines
 
 
 def test_rerun_recomputes_nothing(reg, tmp_path, data_dir, shared_cache, monkeypatch):
@@ -94,7 +95,7 @@ def test_interrupted_run_keeps_finished_lines_and_resumes(reg, tmp_path, data_di
     with pytest.raises(KeyboardInterrupt):
         go(reg, tmp_path, data_dir, shared_cache)
     kept = read_lines(tmp_path / "results.jsonl")
-    assert [r["attack"] for r in kept] == ["none", "fgsm", "fgsm", "flaky"]
+    assert [r.threat.name for r in kept] == ["none", "fgsm", "fgsm", "flaky"]
     FLAKY.fail_at = None
     lines = go(reg, tmp_path, data_dir, shared_cache)
     assert len(lines) == 5

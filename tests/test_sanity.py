@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from hrsbench.sanity import (
+from hrsbench.report.sanity import (
     FAIL,
     MASKING,
     OK,
@@ -18,7 +18,6 @@ from hrsbench.sanity import (
     annotate,
     check_all,
     check_defense,
-    registry_traits,
     write_report,
 )
 from tests.toys import (
@@ -33,7 +32,10 @@ from tests.toys import (
     one_thread,
 )
 
-TRAITS = registry_traits()
+#: The built-in attacks' traits (result lines record them; the toy lines here are hand-made).
+TRAITS = {"fgsm": Traits("eps", False), "pgd": Traits("eps", True),
+          "cwpgd": Traits("eps", True), "apgd-ce": Traits("eps", True),
+          "cw": Traits("confidence", True)}
 PGD20 = {"max_iter": 20}
 
 
@@ -47,10 +49,13 @@ def status(lines, check):
     return check_defense(lines, TRAITS)["checks"][check]["status"]
 
 
-def test_registry_traits_know_the_builtin_attacks():
-    assert TRAITS["fgsm"] == Traits("eps", False)
-    assert TRAITS["pgd"].iterative and TRAITS["cwpgd"].iterative and TRAITS["apgd-ce"].iterative
-    assert TRAITS["cw"].strength == "confidence"
+def test_traits_recorded_in_lines_are_used_without_a_mapping():
+    single = {**line("fgsm", 0.60), "iterative": False, "attack_strength_param": "eps"}
+    weak = {**line("pgd", 0.30, max_iter=10), "iterative": True, "attack_strength_param": "eps"}
+    assert check_defense([single, weak])["checks"]["iterative"]["status"] == FAIL
+    # a confidence-strength attack is not an L∞ budget: no large-ε check from it
+    cw = {**line("cw", 0.10, eps=5.0), "iterative": True, "attack_strength_param": "confidence"}
+    assert check_defense([cw])["checks"]["large_eps"]["status"] == UNKNOWN
 
 
 @pytest.mark.parametrize("model, expected", [(Prototype, PASS), (Quantised, FAIL)])

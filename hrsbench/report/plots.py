@@ -21,8 +21,10 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from hrsbench.des import GROUP, canonical, variant_labels, varying_keys
-from hrsbench.leaderboard import Report
+from hrsbench.report.build import Report
+from hrsbench.report.des import GROUP, variant_labels, varying_keys
+from hrsbench.report.frame import MODEL
+from hrsbench.report.tables import value
 
 FORMATS = ("png", "svg")
 #: One colour map per defense family, variants of a family shaded along it by strength, so a
@@ -107,7 +109,7 @@ def _attack_tag(scored: pd.DataFrame, attack: str, params_key: str) -> str:
         return ""
     params = json.loads(params_key)
     shown = varying_keys([json.loads(k) for k in keys])
-    return " ".join(f"{k}={params.get(k)}" for k in shown)
+    return " ".join(f"{k}={value(params.get(k))}" for k in shown)
 
 
 #: Longest parameter tag spelt out in a file name; a longer one is replaced by a short hash.
@@ -239,18 +241,10 @@ def gradient_deviation(scored: pd.DataFrame, field: str = "grad_std") -> pd.Seri
     """Each line's gradient deviation ``field``, or where it has none, that of its model's
     clean-only line: the deviation may be measured once per model rather than per attack."""
     own = pd.to_numeric(scored[field], errors="coerce")
-    model = _model_ids(scored)
+    model = scored[MODEL].astype(str)
     clean = scored["attack"] == "none"
     per_model = own[clean].groupby(model[clean]).first()
     return own.fillna(model.map(per_model))
-
-
-def _model_ids(scored: pd.DataFrame) -> pd.Series:
-    if "model_key" in scored.columns and scored["model_key"].notna().all():
-        return scored["model_key"].astype(str)
-    cols = ["dataset", "defense", "params_key", "seed", "n_train", "epochs"]
-    return pd.Series([canonical([r[c] for c in cols]) for _, r in scored.iterrows()],
-                     index=scored.index)
 
 
 def gradient_figures(report: Report, styles: Styles) -> list[tuple[str, Figure]]:

@@ -32,7 +32,8 @@ from typing import Any
 import pandas as pd
 
 from hrsbench.errors import HrsbenchError
-from hrsbench.leaderboard import _isnum, _pct
+from hrsbench.report.frame import MODEL
+from hrsbench.report.tables import isnum, markdown_table, pct, value
 
 #: What an entry can compare, and whether it is a rate (printed as a percentage).
 METRICS = {"clean_accuracy": True, "attack_success_rate": True, "defense_rate": True,
@@ -55,13 +56,14 @@ class Entry:
     note: str = ""
 
     def label(self) -> str:
-        what = " ".join([self.defense, *(f"{k}={v}" for k, v in sorted(self.params.items()))])
+        what = " ".join([self.defense,
+                         *(f"{k}={value(v)}" for k, v in sorted(self.params.items()))])
         if self.attack:
             what += f" · {self.attack}"
             if self.attack_strength is not None:
                 what += f" ε={self.attack_strength:.4g}"
             what += f" {self.setting or ''}".rstrip()
-            what += "".join(f" {k}={v}" for k, v in sorted(self.attack_params.items()))
+            what += "".join(f" {k}={value(v)}" for k, v in sorted(self.attack_params.items()))
         return what
 
 
@@ -133,7 +135,7 @@ def measured(e: Entry, scored: pd.DataFrame, summary: pd.DataFrame) -> float | N
         if e.metric == "clean_accuracy":
             # One value per trained model: the clean line where there is one.
             lines = lines.sort_values("attack", key=lambda a: a != "none", kind="stable")
-            lines = lines.drop_duplicates(subset=["params_key", "seed", "epochs", "n_train"])
+            lines = lines.drop_duplicates(subset=[MODEL])
         else:
             lines = lines[_threat_mask(e, lines) & ~lines["via_whitebox"].astype(bool)]
         values = lines[e.metric].dropna() if e.metric in lines else pd.Series(dtype=float)
@@ -142,8 +144,8 @@ def measured(e: Entry, scored: pd.DataFrame, summary: pd.DataFrame) -> float | N
 
 def _fmt(value: float | None, rate: bool) -> str:
     """Rates as the leaderboard prints them; other metrics (DES, deviations) to 4 digits."""
-    if rate or not _isnum(value):
-        return _pct(value)
+    if rate or not isnum(value):
+        return pct(value)
     return f"{value:.4g}"
 
 
@@ -157,15 +159,16 @@ def reference_markdown(ref: Reference, scored: pd.DataFrame, summary: pd.DataFra
         entries = [e for e in ref.entries if e.metric == metric]
         if not entries:
             continue
-        out += ["", f"### {metric.replace('_', ' ')}", "",
-                "| source | cell | paper | hrsbench | difference | note |", "|---" * 6 + "|"]
-        for e in entries:
-            ours = measured(e, scored, summary)
-            if ours is None:
-                diff = "not run"
-            else:
-                d = ours - e.paper
-                diff = f"{100 * d:+.2f} pp" if rate else f"{d:+.4g}"
-            out.append(f"| {e.source} | {e.label()} | {_fmt(e.paper, rate)} | "
-                       f"{_fmt(ours, rate)} | {diff} | {e.note} |")
+        rows = [_row(e, measured(e, scored, summary), rate) for e in entries]
+        out += ["", f"### {metric.replace('_', ' ')}", ""]
+        out += markdown_table(["source", "cell", "paper", "hrsbench", "difference", "note"], rows)
     return out
+
+
+def _row(e: Entry, ours: float | None, rate: bool) -> list[str]:
+    if ours is None:
+        diff = "not run"
+    else:
+        d = ours - e.paper
+        diff = f"{100 * d:+.2f} pp" if rate else f"{d:+.4g}"
+    return [e.source, e.label(), _fmt(e.paper, rate), _fmt(ours, rate), diff, e.note]

@@ -10,14 +10,17 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
 
-from hrsbench.des import BASE, ETA, EVALUATION, THREAT, des_score, prepare, variant_labels
+from hrsbench.report.des import BASE, ETA, des_score, variant_labels
+from hrsbench.report.frame import MATCH, choose_base, missing, prepare, row_key
+from hrsbench.report.tables import markdown_table
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 #: The table's columns, in order; accuracies are fractions.
 COLUMNS = ("dataset", "kernel", "defense", "variant", "clean_accuracy", "delta_t",
@@ -32,10 +35,6 @@ HEADERS = {
     "epochs": ("epochs", "{:d}"), "score": ("reprog. score", "{:.2f}"),
 }
 PERCENT = {"clean_accuracy", "delta_t", "final_accuracy", "best_accuracy"}
-
-
-def _missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and np.isnan(value))
 
 
 def reprogramming_score(
@@ -58,27 +57,22 @@ def reprogramming_lines(df: pd.DataFrame) -> pd.DataFrame:
     return lines
 
 
-def _key(row: pd.Series) -> tuple[Any, ...]:
-    return tuple(None if _missing(row[c]) else row[c] for c in THREAT + EVALUATION)
-
-
 def reprogramming_table(df: pd.DataFrame, base: str = BASE, eta: float = ETA) -> pd.DataFrame:
     """One row per reprogramming line: final and best accuracy, the clean-accuracy drop Δt and
     the score against the ``base`` line of the same threat (kernel and program training) and
-    evaluation (seed, n_test, n_clean); the most recent base line when several match. Sorted by
-    target, kernel and final accuracy, best defense first."""
+    evaluation (seed, n_test, n_clean), chosen among several as DES chooses
+    (:func:`~hrsbench.report.frame.choose_base`). Sorted by target, kernel and final accuracy,
+    best defense first."""
     lines = reprogramming_lines(df)
     if lines.empty:
         return pd.DataFrame(columns=list(COLUMNS))
-    bases: dict[tuple[Any, ...], pd.Series] = {}
-    for _, row in lines[lines["defense"] == base].sort_values("finished_at").iterrows():
-        bases[_key(row)] = row  # a later line replaces an earlier one
+    bases = lines[lines["defense"] == base]
     rows = []
     for _, line in lines.iterrows():
         curve = list(line["reprogram_accuracy_per_epoch"])
         final = float(curve[-1])
         best = float(np.max(curve))
-        ref = bases.get(_key(line))
+        ref = _base_of(line, bases)
         delta_t = None if ref is None else float(ref["clean_accuracy"] - line["clean_accuracy"])
         base_final = None if ref is None else float(ref["reprogram_accuracy_per_epoch"][-1])
         score = None
@@ -97,8 +91,14 @@ def reprogramming_table(df: pd.DataFrame, base: str = BASE, eta: float = ETA) ->
                              kind="stable").reset_index(drop=True)
 
 
+def _base_of(line: pd.Series, bases: pd.DataFrame) -> pd.Series | None:
+    match = row_key(line, MATCH)
+    found = bases[[row_key(b, MATCH) == match for _, b in bases.iterrows()]]
+    return None if found.empty else choose_base(line, found)
+
+
 def _cell(column: str, value: Any) -> str:
-    if value is None or _missing(value):
+    if missing(value):
         return "—"
     fmt = HEADERS[column][1]
     if column == "kernel":
@@ -110,22 +110,21 @@ def _cell(column: str, value: Any) -> str:
     return fmt.format(value)
 
 
-def reprogramming_markdown(table: pd.DataFrame, title: str | None = None) -> str:
-    """The table as GitHub markdown, written by hand (``DataFrame.to_markdown`` needs the
-    optional ``tabulate`` package). Percentages and Δt in points; lower accuracy is better,
-    higher score is better."""
+def reprogramming_markdown(table: pd.DataFrame, title: str | None = None,
+                           eta: float = ETA) -> str:
+    """The table as GitHub markdown: percentages and Δt in points; lower accuracy is better,
+    higher score is better. ``eta`` is the η the table's scores were computed with."""
     cols = [c for c in HEADERS if c != "dataset" or table["dataset"].nunique() > 1]
     out = [f"### {title}", ""] if title else []
     if table.empty:
         return "\n".join([*out, "No reprogramming lines.", ""])
-    out.append("| " + " | ".join(HEADERS[c][0] for c in cols) + " |")
-    out.append("|" + "|".join("---" if c in ("dataset", "variant") else "---:" for c in cols) + "|")
-    for _, row in table.iterrows():
-        out.append("| " + " | ".join(_cell(c, row[c]) for c in cols) + " |")
+    out += markdown_table([HEADERS[c][0] for c in cols],
+                          [[_cell(c, row[c]) for c in cols] for _, row in table.iterrows()],
+                          [c not in ("dataset", "variant") for c in cols])
     out.append("")
     out.append("Reprogramming accuracy: share of source test images the reprogrammed target "
                "classifies correctly (lower is better). Score: (base final − final) / (Δt + η), "
-               f"η = {ETA:g}; — where there is no base line to compare with, or where "
+               f"η = {eta:g}; — where there is no base line to compare with, or where "
                "Δt + η ≤ 0 (a defense more accurate than the base, as DES).")
     return "\n".join(out) + "\n"
 
@@ -133,6 +132,9 @@ def reprogramming_markdown(table: pd.DataFrame, title: str | None = None) -> str
 def reprogramming_figure(df: pd.DataFrame) -> Figure | None:
     """Figure 6: reprogramming test accuracy per epoch, one panel per target dataset and kernel,
     one curve per defense configuration (shaded: ± one deviation over stochastic draws)."""
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
     lines = reprogramming_lines(df)
     if lines.empty:
         return None
@@ -165,25 +167,37 @@ def reprogramming_figure(df: pd.DataFrame) -> Figure | None:
     return fig
 
 
-def write_reprogramming(
+def write_reprogramming_figure(
     df: pd.DataFrame, out_dir: str | Path, formats: Iterable[str] = ("png",)
 ) -> list[Path]:
-    """``reprogramming.md`` (the table) and ``reprogramming.<fmt>`` (Figure 6) in ``out_dir``;
-    returns the files written (none when ``df`` has no reprogramming lines)."""
+    """Figure 6 as ``reprogramming.<fmt>`` in ``out_dir``; returns the files written (none when
+    ``df`` has no reprogramming lines)."""
+    fig = reprogramming_figure(df)
+    if fig is None:
+        return []
+    from hrsbench.report.plots import save_figure
+
     out = Path(out_dir)
-    table = reprogramming_table(df)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for fmt in formats:
+        path = out / f"reprogramming.{fmt}"
+        save_figure(fig, path)
+        written.append(path)
+    return written
+
+
+def write_reprogramming(
+    df: pd.DataFrame, out_dir: str | Path, formats: Iterable[str] = ("png",), base: str = BASE,
+    eta: float = ETA,
+) -> list[Path]:
+    """``reprogramming.md`` (the table, scored against ``base`` with ``eta``) and Figure 6 in
+    ``out_dir``; returns the files written (none when ``df`` has no reprogramming lines)."""
+    table = reprogramming_table(df, base=base, eta=eta)
     if table.empty:
         return []
+    out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     md = out / "reprogramming.md"
-    md.write_text(reprogramming_markdown(table, "Adversarial reprogramming"))
-    written = [md]
-    fig = reprogramming_figure(df)
-    if fig is not None:
-        from hrsbench.plots import save_figure  # plots imports leaderboard, which imports us
-
-        for fmt in formats:
-            path = out / f"reprogramming.{fmt}"
-            save_figure(fig, path)
-            written.append(path)
-    return written
+    md.write_text(reprogramming_markdown(table, "Adversarial reprogramming", eta))
+    return [md, *write_reprogramming_figure(df, out, formats)]

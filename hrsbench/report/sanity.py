@@ -21,10 +21,9 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from hrsbench.plugins import Registry
+from hrsbench.report.frame import model_id
 
 PASS, FAIL, UNKNOWN = "pass", "fail", "unknown"
 OK, MASKING = "ok", "possible gradient masking"
@@ -36,7 +35,8 @@ Line = dict[str, Any]
 @dataclass(frozen=True)
 class Traits:
     """What the checks need to know of an attack: its strength parameter and whether it
-    iterates (lines carry only the attack's name)."""
+    iterates. Result lines record both (``attack_strength_param``, ``iterative``); a mapping of
+    attack name to traits given to the checks overrides them (hand-made lines lack them)."""
 
     strength: str = "eps"
     iterative: bool = False
@@ -50,19 +50,6 @@ class Thresholds:
     large_eps_asr: float = 0.95
     #: Noise multiplier: a difference within z standard errors is not a failure.
     z: float = 2.0
-
-
-def registry_traits(reg: Registry | None = None) -> dict[str, Traits]:
-    """Traits of every attack in ``reg`` (default: the installed plugins), from their
-    ``strength`` and ``iterative`` ClassVars."""
-    from hrsbench.plugins import registry
-
-    reg = reg or registry()
-    return {
-        n: Traits(getattr(c, "strength", "eps"), bool(getattr(c, "iterative", False)))
-        for n in reg.names("attack")
-        for c in [reg.get("attack", n)]
-    }
 
 
 def noise(line: Line) -> float:
@@ -170,16 +157,21 @@ CHECKERS: dict[str, Callable[[list[Line], dict[str, Traits], Thresholds], dict]]
 
 
 def _traits(traits: dict[str, Traits], line: Line) -> Traits:
-    return traits.get(line["attack"], Traits())
+    """The attack's traits: given ones first, else those the line recorded at run time."""
+    if line["attack"] in traits:
+        return traits[line["attack"]]
+    if line.get("iterative") is None:
+        return Traits()
+    return Traits(line.get("attack_strength_param") or "eps", bool(line["iterative"]))
 
 
 def check_defense(lines: Iterable[Line], traits: dict[str, Traits] | None = None,
                   thresholds: Thresholds | None = None) -> dict[str, Any]:
     """All checks on one defense model's lines (attack-free lines are ignored, and so are
     threat lines such as reprogramming: they are not evasion attacks with an ε budget)."""
-    traits = registry_traits() if traits is None else traits
+    traits = traits or {}
     th = thresholds or Thresholds()
-    attacked = [r for r in lines if r["attack"] != "none" and r.get("kind", "attack") == "attack"
+    attacked = [r for r in lines if r["attack"] != "none" and _evasion(r)
                 and r.get("attack_success_rate") is not None]
     checks = {name: fn(attacked, traits, th) for name, fn in CHECKERS.items()}
     statuses = {c["status"] for c in checks.values()}
@@ -187,17 +179,14 @@ def check_defense(lines: Iterable[Line], traits: dict[str, Traits] | None = None
     return {"verdict": verdict, "checks": checks}
 
 
-def model_id(line: Line) -> str:
-    """The trained model a line belongs to: its ``model_key``, else defense and parameters."""
-    return line.get("model_key") or json.dumps(
-        [line.get("dataset"), line["defense"], line.get("params"), line.get("seed")],
-        sort_keys=True)
+def _evasion(line: Line) -> bool:
+    """An evasion attack's line (not a clean line, nor a threat such as reprogramming)."""
+    return line.get("kind") in (None, "evasion")
 
 
 def check_all(lines: Iterable[Line], traits: dict[str, Traits] | None = None,
               thresholds: Thresholds | None = None) -> list[dict[str, Any]]:
     """One report per defense model found in ``lines``, in order of first appearance."""
-    traits = registry_traits() if traits is None else traits
     th = thresholds or Thresholds()
     groups: dict[str, list[Line]] = defaultdict(list)
     for r in lines:

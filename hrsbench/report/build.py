@@ -1,0 +1,72 @@
+"""What a leaderboard shows, computed once from merged lines, so the markdown and the figures
+agree: every evasion line with its DES (:func:`~hrsbench.report.des.attach_des`), the family
+summaries, and the sanity verdict of each line's model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from hrsbench.report.des import BASE, ETA, BehaviourRange, attach_des, family_summary
+from hrsbench.report.merge import Merged
+from hrsbench.report.sanity import annotate
+from hrsbench.report.tables import isnum
+
+#: Fields another part of the benchmark may add to flag a suspicious result (e.g. gradient
+#: masking); shown in a column when present, in this order of preference.
+FLAG_FIELDS = ("sanity", "flags", "sanity_flags")
+#: Kinds of line the DES tables hold; threats (reprogramming) get their own section.
+EVASION_KINDS = ("clean", "evasion")
+
+
+def flags(value: Any) -> str:
+    """A flag field's value as text ("" for none)."""
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={v}" for k, v in sorted(value.items()))
+    if isinstance(value, list | tuple | set):
+        return ", ".join(str(v) for v in value)
+    return "" if not isnum(value) else str(value)
+
+
+@dataclass
+class Report:
+    """Everything a leaderboard shows, computed once so the markdown and the plots agree."""
+
+    merged: Merged
+    scored: pd.DataFrame
+    summary: pd.DataFrame
+    base: str = BASE
+    eta: float = ETA
+    behaviour: BehaviourRange = field(default_factory=BehaviourRange)
+
+    @property
+    def flag_field(self) -> str | None:
+        return next((f for f in FLAG_FIELDS if f in self.scored.columns
+                     and self.scored[f].map(lambda v: flags(v) != "").any()), None)
+
+    @property
+    def threats(self) -> pd.DataFrame:
+        """The threat lines (reprogramming …), which the DES tables leave out."""
+        return pd.DataFrame([r for r in self.merged.records if r["kind"] not in EVASION_KINDS])
+
+
+def with_sanity(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The records with the gradient-masking verdict of their model (:mod:`.sanity`), computed
+    on the merged lines, since its checks compare attacks that different runs may hold; records
+    already carrying a flag field are left as they are."""
+    if any(f in r for r in records for f in FLAG_FIELDS):
+        return records
+    return annotate(records)
+
+
+def build_report(
+    merged: Merged, base: str = BASE, eta: float = ETA, behaviour: BehaviourRange | None = None
+) -> Report:
+    """DES of every line and the family summaries, computed once for the markdown and plots."""
+    behaviour = behaviour or BehaviourRange()
+    attacks = [r for r in merged.records if r["kind"] in EVASION_KINDS]
+    scored = attach_des(pd.DataFrame(with_sanity(attacks)), base=base, eta=eta)
+    return Report(merged, scored, family_summary(scored, behaviour, base=base), base, eta,
+                  behaviour)

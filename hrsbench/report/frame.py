@@ -1,0 +1,98 @@
+"""The result rows as every report reads them: the one definition of which model a row belongs
+to, of a missing value, of the columns naming a threat and a comparison, and of which base line
+a defended line is compared with.
+
+Rows come from :func:`hrsbench.load_results` (or :meth:`hrsbench.ResultLine.row`); hand-made
+frames with fewer columns are accepted, their absent optional columns read as missing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from hrsbench.record import COMPARISON_COLUMNS, THREAT_COLUMNS, canonical
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+#: The column naming the trained model a row belongs to (:meth:`hrsbench.ResultLine.model_id`).
+MODEL = "model_key"
+#: Columns naming the threat a rate was measured under: one leaderboard table, one DES scatter.
+GROUP = THREAT_COLUMNS
+#: Columns a defended row and its base row share: the threat, attacked images, clean images and
+#: seed, or Δt and Δd would compare different images or differently seeded models.
+MATCH = COMPARISON_COLUMNS
+#: Columns hand-made rows may lack; they read as missing (None).
+OPTIONAL = ("n_test", "n_clean", "n_train", "epochs", "cell_key", "finished_at", "defense_rate",
+            "attack_success_rate_std", "clean_accuracy_std", "attack_params", "stochastic",
+            "model_key", "strength", "kind")
+#: The columns of an empty frame, so every report can select them.
+REQUIRED = ("dataset", "defense", "params", "attack", "attack_strength", "setting", "targeted",
+            "clean_accuracy", "attack_success_rate", "seed")
+
+
+def missing(value: Any) -> bool:
+    """None or NaN (pandas' missing number in a float column): the one test for "no value"."""
+    return value is None or (isinstance(value, float) and value != value)
+
+
+def model_id(row: Mapping[str, Any]) -> str:
+    """Which trained model a row belongs to: its model key, or for a hand-made row without
+    one, its dataset, defense, parameters, seed and training budget."""
+    key = row.get(MODEL)
+    if not missing(key):
+        return str(key)
+    return canonical([row.get("dataset"), row.get("defense"), canonical(row.get("params")),
+                      row.get("seed"), row.get("n_train"), row.get("epochs")])
+
+
+def row_key(row: Mapping[str, Any], cols: Iterable[str]) -> tuple[Any, ...]:
+    """The values of ``cols`` with every missing value as None, for matching and grouping."""
+    return tuple(None if missing(row[c]) else row[c] for c in cols)
+
+
+def prepare(df: pd.DataFrame) -> pd.DataFrame:
+    """Copy of ``df`` with every optional column present, hashable parameter keys, the model
+    id, the kind, and the defense rate filled in from the attack success rate where missing."""
+    import pandas as pd
+
+    df = df.copy()
+    if df.empty:
+        df = pd.DataFrame(columns=list(REQUIRED))
+    for col in OPTIONAL:
+        if col not in df.columns:
+            df[col] = None
+    df = df.astype({c: object for c in OPTIONAL})
+    df["params_key"] = df["params"].map(canonical)
+    df["attack_params_key"] = df["attack_params"].map(canonical)
+    df[MODEL] = [model_id(r) for r in df.to_dict("records")]
+    df["kind"] = [("clean" if a == "none" else "evasion") if missing(k) else k
+                  for k, a in zip(df["kind"], df["attack"], strict=True)]
+    df["defense_rate"] = [
+        (None if missing(a) else 1.0 - a) if missing(r) else r
+        for r, a in zip(df["defense_rate"], df["attack_success_rate"], strict=True)
+    ]
+    if "via_whitebox" not in df.columns:
+        df["via_whitebox"] = False
+    return df.reset_index(drop=True)
+
+
+def choose_base(line: Mapping[str, Any], candidates: pd.DataFrame) -> pd.Series:
+    """Among base rows matching ``line`` (on :data:`MATCH`), the one trained like it (same
+    n_train and epochs), then the most recently finished, then by cell key: a deterministic
+    pick whatever the file order."""
+    same_training = [
+        int(_same(c["n_train"], line["n_train"]) and _same(c["epochs"], line["epochs"]))
+        for _, c in candidates.iterrows()
+    ]
+    ranked = candidates.assign(
+        _same=same_training,
+        _at=candidates["finished_at"].map(lambda v: "" if missing(v) else str(v)),
+        _key=candidates["cell_key"].map(lambda v: "" if missing(v) else str(v)),
+    ).sort_values(["_same", "_at", "_key"], ascending=False, kind="stable")
+    return ranked.iloc[0]
+
+
+def _same(a: Any, b: Any) -> bool:
+    return (missing(a) and missing(b)) or a == b
