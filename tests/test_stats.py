@@ -14,6 +14,7 @@ from hrsbench.report.stats import (
     family_replicates,
     images_to_resolve,
     line_replicates,
+    resampled_ratios,
     resampled_sums,
     resolution_sentence,
     summary_intervals,
@@ -101,8 +102,9 @@ def test_coverage_of_paired_clustered_delta_d():
         pb, pd_ = probabilities(n)
         per_image = np.stack([rng.binomial(repeats, pb).sum(1), rng.binomial(repeats, pd_).sum(1)],
                              axis=1)
-        sums = resampled_sums(per_image, f"study-{s}", boot)
-        lo, hi = boot.bounds(((sums[:, 0] - sums[:, 1]) / (n * pairs * repeats))[:, None])
+        asr = resampled_ratios(per_image, np.full_like(per_image, pairs * repeats),
+                               f"study-{s}", boot)
+        lo, hi = boot.bounds((asr[:, 0] - asr[:, 1])[:, None])
         covered += bool(lo[0] <= truth <= hi[0])
     assert 930 <= covered <= 970
 

@@ -39,7 +39,7 @@ from hrsbench.report.stats import (
     counts_of,
     model_id,
     ratio,
-    resampled_sums,
+    resampled_ratios,
 )
 
 #: Columns, besides the model, that make one threat budget.
@@ -181,10 +181,9 @@ def worst_rate(budget: Budget, boot: Bootstrap | None) -> Worst | None:
     n_images = int(row["n_test"])
     if len(scores) % n_images:
         return Worst(float(rate), None)
-    matrix = np.stack([_per_image(scores, n_images), _per_image(den, n_images)], axis=1)
-    sums = resampled_sums(matrix, attacked_images(row), boot)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        reps = np.clip(1.0 - sums[:, 0] / sums[:, 1], 0.0, 1.0)
+    ratios = resampled_ratios(_per_image(scores, n_images)[:, None],
+                              _per_image(den, n_images)[:, None], attacked_images(row), boot)
+    reps = np.clip(1.0 - ratios[:, 0], 0.0, 1.0)
     return Worst(float(rate), reps)
 
 
