@@ -124,37 +124,76 @@ def run(
     wait: Annotated[
         bool, typer.Option(help="If another run holds OUT, wait for it instead of refusing")
     ] = False,
+    executor: Annotated[
+        str, typer.Option(help="local (in this process) or ray (docs/distributed.md)")
+    ] = "local",
+    ray_address: Annotated[
+        str | None, typer.Option(help="Ray cluster to join ('auto': this machine's); "
+                                      "default: start a local Ray instance")
+    ] = None,
+    threads_per_task: Annotated[
+        int | None, typer.Option(help="CPU threads (and Ray CPUs) per task; default: torch's "
+                                      "own count locally, 1 on Ray")
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option(help="Print the models and cells to run with estimated costs, "
+                                "the critical path and wall times on 1, 8, 64 workers; run nothing")
+    ] = False,
 ) -> None:
     """Train (or load) every defense in CONFIG, run its attacks, append results.jsonl, and
     write the leaderboard and figures of all its results. The config, device, plugins and output
     places are checked before any model is built."""
     from hrsbench.config import load_config
+    from hrsbench.executors import make_executor
     from hrsbench.locks import run_lock
     from hrsbench.runner import run as run_cells
 
+    runner = make_executor(executor, ray_address, threads_per_task, device)
     cfg, source = load_config(config)
-    check_device(device)
+    check_device(device, executor)
     reg = check_plan(cfg)
     out = out or Path("runs") / Path(config or "quick").stem
+    if dry_run:
+        print_plan(cfg, reg, out, cache_dir, source)
+        return
     leaderboard = check_places(out, leaderboard, cache_dir)
     check_data(cfg, reg, data_dir)
     with run_lock(out, wait, on_wait=lambda who: print(f"waiting for {who}, which holds {out}",
                                                        flush=True)):
         console.print(f"[bold]hrsbench {__version__}[/bold] · {escape(source)} · config "
-                      f"{cfg.hash} → {escape(str(out))}")
+                      f"{cfg.hash} → {escape(str(out))}", soft_wrap=True)
         with progress_reporter() as report:
             lines = run_cells(cfg, out, data_dir=data_dir, cache_dir=cache_dir, device=device,
-                              progress=report)
+                              progress=report, reg=reg, executor=runner)
         console.print(results_table(lines))
-        console.print(f"results: {out / 'results.jsonl'}", markup=False)
+        console.print(f"results: {out / 'results.jsonl'}", markup=False, soft_wrap=True)
         from hrsbench.report.leaderboard import write_run_reports
 
         path = write_run_reports(out, reference=cfg.reference, leaderboard=leaderboard)
-    console.print(f"leaderboard: {path} (figures in {out / 'plots'})", markup=False)
+    console.print(f"leaderboard: {path} (figures in {out / 'plots'})", markup=False,
+                  soft_wrap=True)
 
 
-def check_device(device: str) -> None:
-    """``--device`` names a device this machine has, or one line saying what it has."""
+def print_plan(cfg: Any, reg: Any, out: Path, cache_dir: Path | None, source: str) -> None:
+    """``--dry-run``: the plan of the run, from the timings of OUT's results (hrsbench.plan)."""
+    from hrsbench.cache import ModelCache
+    from hrsbench.cells import expand
+    from hrsbench.plan import dry_run
+
+    console.print(f"plan of {source} → {out} (estimates from {out / 'results.jsonl'})",
+                  markup=False, soft_wrap=True)
+    for line in dry_run(expand(cfg, reg), out, ModelCache(cache_dir), reg):
+        console.print(line, markup=False, soft_wrap=True, highlight=False)
+
+
+def check_device(device: str, executor: str = "local") -> None:
+    """``--device`` names a device this machine has, or one line saying what it has. On Ray
+    the GPUs are the cluster's (Ray gives each task one), so only the form is checked here."""
+    if executor == "ray" and device.startswith("cuda"):
+        if device != "cuda":
+            raise HrsbenchError(f"--device {device}: on Ray, each task gets a GPU from Ray; "
+                                "use --device cuda")
+        return
     import torch
 
     try:

@@ -30,9 +30,9 @@ class LogProgress:
 
     def __call__(self, task: str, label: str, done: int, total: int) -> None:
         now = self.clock()
-        if task == "cells":
-            self.cells = f"cells {done}/{total}"
-            self._line(now, self.cells)
+        if task in ("cells", "models"):
+            self.cells = f"cells {done}/{total}" if task == "cells" else self.cells
+            self._line(now, f"{task} {done}/{total}")
             return
         new = self.labels.get(task) != label
         self.labels[task] = label
