@@ -188,8 +188,10 @@ class Registry:
                   f"{hint}")
 
     def warn(self, message: str) -> None:
+        """Record ``message`` and issue it as a :class:`PluginWarning`, attributed to no source
+        line so that Python's default display is the one line itself."""
         self.warnings.append(message)
-        warnings.warn(message, PluginWarning, stacklevel=3)
+        warnings.warn_explicit(message, PluginWarning, filename="hrsbench", lineno=0)
 
     def _add(self, kind: str, cls: type, package: str, version: str) -> None:
         check_class(kind, cls, package)
