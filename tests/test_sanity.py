@@ -12,6 +12,7 @@ from hrsbench.report.sanity import (
     MASKING,
     OK,
     PASS,
+    UNDERSTATES,
     UNKNOWN,
     Thresholds,
     Traits,
@@ -131,3 +132,49 @@ def test_reports_group_by_model_and_annotate_lines(tmp_path):
     path = write_report(tmp_path, good + bad, TRAITS)
     saved = json.loads(path.read_text())
     assert saved["thresholds"]["z"] == 2.0 and len(saved["defenses"]) == 2
+
+
+def evasion(line: dict, **extra) -> dict:
+    """A toy line as a result row reads: an evasion line, with what the run records beside it."""
+    return {**line, "kind": "evasion", **extra}
+
+
+def test_whitebox_understates_flags_weakened_single_draw_gradients():
+    """Noisy single-draw gradients (averaged away by EOT): white-box PGD understates the attack,
+    beyond the paired interval; an honest noisy model's white-box and EOT agree."""
+    from tests.toys import NoisyGradient
+
+    for model, expected in ((NoisyGradient(), FAIL), (Noisy(), PASS)):
+        lines = [evasion(attack_line(ToyDefense(), model, "pgd", 0.3, setting=s, params=PGD20,
+                                     repeats=3, n=20), stochastic=True)
+                 for s in ("whitebox", "eot")]
+        report = check_defense(lines, TRAITS)
+        assert report["checks"]["whitebox"]["status"] == expected
+        assert "interval" in report["checks"]["whitebox"]["comparisons"][0]  # paired bootstrap
+        assert report["verdict"] == (UNDERSTATES if expected == FAIL else OK)
+
+
+def test_large_eps_passes_an_honest_noisy_model_short_of_95_percent():
+    """Gaussian input noise σ = 0.6: about 61 % clean accuracy, 80–85 % success at ε = 1 with
+    correct gradients. Not masking: success reaches the model's own clean accuracy."""
+    from hrsbench.metrics import accuracy, predictions
+    from tests.toys import toy_data
+
+    model = Noisy(sigma=0.6)
+    x, y = toy_data(100)
+    clean = accuracy(predictions(model, x, 5), y)[0]
+    assert 0.5 < clean < 0.75
+    lines = [evasion(attack_line(ToyDefense(), model, "pgd", 1.0, setting=s, params=PGD20,
+                                 repeats=3), stochastic=True, clean_accuracy=clean)
+             for s in ("whitebox", "eot")]
+    assert max(r["attack_success_rate"] for r in lines) < 0.95
+    assert check_defense(lines, TRAITS)["checks"]["large_eps"]["status"] == PASS
+
+
+def test_large_eps_on_a_stochastic_model_needs_an_adaptive_line_to_fail():
+    white = {**line("pgd", 0.30, eps=1.0, max_iter=10), "stochastic": True}
+    assert status([white], "large_eps") == UNKNOWN
+    eot = {**white, "setting": "eot", "attack_success_rate": 0.35}
+    assert status([white, eot], "large_eps") == FAIL
+    # deterministic: white-box is the attack, a shortfall is a failure
+    assert status([{**white, "stochastic": False}], "large_eps") == FAIL

@@ -140,6 +140,32 @@ class Stateful(nn.Module):
         return self.inner(x + self.sigma * torch.randn_like(x))
 
 
+class _NoisyGradient(torch.autograd.Function):
+    """Identity whose gradient carries zero-mean noise ``scale`` times its mean magnitude."""
+
+    @staticmethod
+    def forward(ctx, x, scale):
+        ctx.scale = scale
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad + ctx.scale * grad.abs().mean() * torch.randn_like(grad), None
+
+
+class NoisyGradient(nn.Module):
+    """Stochastic, with weakened single-draw gradients: each draw's input gradient drowns in
+    zero-mean noise, which EOT's averaged gradients cancel. White-box PGD understates the
+    attack an adaptive attacker mounts (not masking: the expected gradient is the true one)."""
+
+    def __init__(self, sigma: float = 0.05, scale: float = 4.0) -> None:
+        super().__init__()
+        self.inner, self.sigma, self.scale = Prototype(), sigma, scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(_NoisyGradient.apply(x, self.scale) + self.sigma * torch.randn_like(x))
+
+
 @dataclass
 class ToyDefense(Defense):
     """Serves a given model; its surrogate is a fixed prototype classifier (or ``surrogates``,

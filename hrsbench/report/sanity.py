@@ -3,7 +3,10 @@ defense's result lines alone, so they apply to any run, merged or resumed.
 
 A defense that looks robust only because its gradients are useless fails at least one of:
 
-(a) ``large_eps``: an L∞ attack with a very large ε reaches ~100% success;
+(a) ``large_eps``: an L∞ attack with a very large ε reaches ~100% success, or at least the
+    model's clean accuracy (a stochastic model may be unable to give any input one label more
+    reliably than it labels its clean images); on a stochastic model a failure counts only when
+    an EOT or expectation attack ran at that ε, since single-draw gradients may understate;
 (b) ``iterative``: iterative attacks do at least as well as single-step ones (same ε, setting);
 (c) ``iterations``: more iterations of the same attack do not lower success;
 (d) ``eot``: EOT (averaged gradients) is not worse than the white-box attack.
@@ -11,6 +14,13 @@ A defense that looks robust only because its gradients are useless fails at leas
 "At least as well" allows for noise: the binomial error of each success rate over its examples
 plus the spread of its repeated stochastic predictions, times ``z``. A check without the lines
 it needs is "unknown". A defense with any failing check is flagged "possible gradient masking".
+
+A fifth check, ``whitebox``, is not about masking but about which numbers to believe: the best
+white-box attack must do about as well as the best adaptive one (EOT, fixed randomness,
+expectation) at the same ε. Where an adaptive attack succeeds more often beyond the interval of
+the difference (paired on the same images when the lines carry per-example outcomes, else the
+noise rule above), the verdict says "white-box understates: use adaptive numbers", and the
+leaderboard's headline ranks by the worst case over all settings.
 """
 
 from __future__ import annotations
@@ -24,10 +34,15 @@ from pathlib import Path
 from typing import Any
 
 from hrsbench.report.frame import model_id
+from hrsbench.report.stats import paired_difference
 
 PASS, FAIL, UNKNOWN = "pass", "fail", "unknown"
 OK, MASKING = "ok", "possible gradient masking"
+UNDERSTATES = "white-box understates: use adaptive numbers"
+#: Checks whose failure means possible gradient masking.
 CHECKS = ("large_eps", "iterative", "iterations", "eot")
+#: Settings whose attacks see through a stochastic defense's randomness.
+ADAPTIVE = ("eot", "fixed", "expectation")
 
 Line = dict[str, Any]
 
@@ -88,6 +103,17 @@ def _params_key(line: Line, drop: str | None = None) -> str:
     return json.dumps({k: v for k, v in params.items() if k != drop}, sort_keys=True)
 
 
+def _large_eps_target(line: Line, th: Thresholds) -> float:
+    """Success expected at a very large ε: ``large_eps_asr``, or the model's clean accuracy if
+    lower. With the whole input box reachable the attacker can substitute an input the model
+    gives the wanted label about as often as it labels clean images correctly; a noisy model
+    that is right on 62 % of clean draws cannot be driven to 95 % by honest gradients."""
+    clean = line.get("clean_accuracy")
+    if clean is None or (isinstance(clean, float) and math.isnan(clean)):
+        return th.large_eps_asr
+    return min(th.large_eps_asr, float(clean))
+
+
 def check_large_eps(lines: list[Line], traits: dict[str, Traits], th: Thresholds) -> dict:
     big = [r for r in lines if _traits(traits, r).strength == "eps"
            and float(r["attack_strength"]) >= th.large_eps]
@@ -95,9 +121,15 @@ def check_large_eps(lines: list[Line], traits: dict[str, Traits], th: Thresholds
         return _result([], f"no L∞ attack line with ε ≥ {th.large_eps:g}")
     best = max(big, key=lambda r: float(r["attack_success_rate"]))
     asr, tol = float(best["attack_success_rate"]), th.z * noise(best)
+    target = _large_eps_target(best, th)
     comparison = {"what": f"best at large ε: {_label(best)}", "expected_higher": asr,
-                  "other": th.large_eps_asr, "tolerance": round(tol, 4),
-                  "ok": asr >= th.large_eps_asr - tol}
+                  "other": round(target, 4), "tolerance": round(tol, 4),
+                  "ok": asr >= target - tol}
+    stochastic = any(r.get("stochastic") for r in big)
+    if not comparison["ok"] and stochastic and not any(r["setting"] in ("eot", "expectation")
+                                                       for r in big):
+        return _result([], "a stochastic model short of the target at large ε with white-box "
+                           "gradients only: run EOT or expectation there before calling masking")
     return _result([comparison], "")
 
 
@@ -148,11 +180,43 @@ def check_eot(lines: list[Line], traits: dict[str, Traits], th: Thresholds) -> d
     return _result(comparisons, "no attack run both with EOT and white-box")
 
 
+def check_whitebox(lines: list[Line], traits: dict[str, Traits], th: Thresholds) -> dict:
+    """The best white-box attack does about as well as the best adaptive one, per ε and
+    targeting: else white-box numbers understate what an adaptive attacker achieves."""
+    groups: dict[tuple, dict[str, list[Line]]] = defaultdict(lambda: defaultdict(list))
+    for r in lines:
+        if _traits(traits, r).strength == "eps":
+            kind = "whitebox" if r["setting"] == "whitebox" else (
+                "adaptive" if r["setting"] in ADAPTIVE else None)
+            if kind:
+                groups[(float(r["attack_strength"]), r.get("targeted"))][kind].append(r)
+    comparisons = []
+    for group in groups.values():
+        if group["whitebox"] and group["adaptive"]:
+            white = max(group["whitebox"], key=lambda r: float(r["attack_success_rate"]))
+            adaptive = max(group["adaptive"], key=lambda r: float(r["attack_success_rate"]))
+            comparisons.append(_compare_paired(white, adaptive, th.z,
+                                               f"{_label(white)} vs {_label(adaptive)}"))
+    return _result(comparisons, "no white-box and adaptive attack at the same ε")
+
+
+def _compare_paired(better: Line, worse: Line, z: float, what: str) -> dict[str, Any]:
+    """As :func:`_compare`, with the bootstrap interval of the paired difference where both
+    lines carry per-example outcomes on the same images."""
+    interval = paired_difference(better, worse)
+    if interval is None:
+        return _compare(better, worse, z, what)
+    a, b = float(better["attack_success_rate"]), float(worse["attack_success_rate"])
+    return {"what": what, "expected_higher": a, "other": b,
+            "interval": [round(interval[0], 4), round(interval[1], 4)], "ok": interval[1] >= 0}
+
+
 CHECKERS: dict[str, Callable[[list[Line], dict[str, Traits], Thresholds], dict]] = {
     "large_eps": check_large_eps,
     "iterative": check_iterative,
     "iterations": check_iterations,
     "eot": check_eot,
+    "whitebox": check_whitebox,
 }
 
 
@@ -174,9 +238,19 @@ def check_defense(lines: Iterable[Line], traits: dict[str, Traits] | None = None
     attacked = [r for r in lines if r["attack"] != "none" and _evasion(r)
                 and r.get("attack_success_rate") is not None]
     checks = {name: fn(attacked, traits, th) for name, fn in CHECKERS.items()}
-    statuses = {c["status"] for c in checks.values()}
-    verdict = MASKING if FAIL in statuses else OK if PASS in statuses else UNKNOWN
-    return {"verdict": verdict, "checks": checks}
+    return {"verdict": verdict(checks), "checks": checks}
+
+
+def verdict(checks: dict[str, dict[str, Any]]) -> str:
+    """Masking if a masking check fails; white-box understating said beside it or alone."""
+    masking = {checks[c]["status"] for c in CHECKS if c in checks}
+    understates = checks.get("whitebox", {}).get("status") == FAIL
+    if FAIL in masking:
+        return f"{MASKING}; {UNDERSTATES}" if understates else MASKING
+    if understates:
+        return UNDERSTATES
+    statuses = masking | {checks.get("whitebox", {}).get("status")}
+    return OK if PASS in statuses else UNKNOWN
 
 
 def _evasion(line: Line) -> bool:

@@ -510,3 +510,24 @@ def _fmt(x: float) -> str:
     if np.isinf(x):
         return "∞" if x > 0 else "−∞"
     return f"{x:.2f}"
+
+
+def paired_difference(
+    higher: dict[str, Any] | pd.Series, lower: dict[str, Any] | pd.Series,
+    boot: Bootstrap | None = None,
+) -> tuple[float, float] | None:
+    """Interval of the success-rate difference ``higher − lower`` of two attack lines on the
+    same attacked images, resampled on the same images; ``None`` unless both lines carry
+    per-example outcomes on the same images."""
+    boot = boot or Bootstrap()
+    a, b = pd.Series(dict(higher)), pd.Series(dict(lower))
+    cols = [_outcome_columns(a), _outcome_columns(b)]
+    if None in cols or attacked_images(a) != attacked_images(b):
+        return None
+    (na, da), (nb, db) = cols  # type: ignore[misc]
+    if len(na) != len(nb):
+        return None
+    asr = resampled_ratios(np.stack([na, nb], axis=1), np.stack([da, db], axis=1),
+                           attacked_images(a), boot)
+    lo, hi = boot.bounds((asr[:, 0] - asr[:, 1])[:, None])
+    return float(lo[0]), float(hi[0])
