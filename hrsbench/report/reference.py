@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import tomllib
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -73,13 +74,29 @@ class Reference:
     entries: list[Entry]
 
 
+def builtin_references() -> list[str]:
+    """The names of the references shipped with hrsbench (``mnist-paper`` …)."""
+    folder = resources.files("hrsbench") / "references"
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".toml"))
+
+
+def _reference_text(path: Path) -> str:
+    """A reference file's text, or a built-in reference's of that name."""
+    if path.is_file():
+        return path.read_text(encoding="utf-8")
+    builtin = resources.files("hrsbench") / "references" / f"{path.name}.toml"
+    if path.suffix == "" and builtin.is_file():
+        return builtin.read_text(encoding="utf-8")
+    raise HrsbenchError(f"{path}: no such reference file, nor a built-in reference "
+                        f"({', '.join(builtin_references())})")
+
+
 def load_reference(path: str | Path) -> Reference:
-    """Read a reference file; an unknown metric or key is an error naming the entry."""
+    """Read a reference file (or a built-in reference by name); an unknown metric or key is an
+    error naming the entry."""
     path = Path(path)
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise HrsbenchError(f"{path}: no such reference file") from None
+        data = tomllib.loads(_reference_text(path))
     except tomllib.TOMLDecodeError as e:
         raise HrsbenchError(f"{path}: not valid TOML ({e})") from None
     unknown = set(data) - {"title", "entries"}
