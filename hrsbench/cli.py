@@ -99,6 +99,15 @@ def main(
 ) -> None:
     """Adversarial-robustness benchmark for stochastic defenses (HRS, SAP, dropout, noise)."""
     DEBUG["on"] = debug
+    import warnings
+
+    warnings.showwarning = show_warning
+
+
+def show_warning(message: Warning | str, category: type[Warning], *args: Any, **kw: Any) -> None:
+    """A warning as one plain line on stderr (Python's own format adds a source line)."""
+    err.print(Text.assemble(("warning: ", "yellow"), str(message)), highlight=False,
+              soft_wrap=True)
 
 
 _DATA_HELP = (f"Data folder; default {default_data_dir()} ($HRSBENCH_DATA when set, else "
@@ -325,6 +334,9 @@ def plugins() -> None:
         err.print(f"warning: {escape(line)}", highlight=False, soft_wrap=True)
 
 
+SkipBad = Annotated[
+    bool, typer.Option(help="Leave malformed result lines out (each named) instead of stopping")
+]
 DtRange = Annotated[
     tuple[float, float] | None,
     typer.Option(help="LO HI: mean DES and fits only over points with LO ≤ Δt ≤ HI (fractions)"),
@@ -355,6 +367,7 @@ def leaderboard(
     reference: Annotated[
         Path | None, typer.Option(help="A paper's numbers to print beside ours (TOML)")
     ] = None,
+    skip_bad: SkipBad = False,
 ) -> None:
     """Merge result files into one markdown leaderboard ranked by mean DES (docs/des.md)."""
     from hrsbench.paths import writable_dir, writable_file
@@ -366,9 +379,9 @@ def leaderboard(
         writable_dir(plots, "--plots")
     path, figures = write_leaderboard(results, out, plots=plots, base=base, eta=eta,
                                       behaviour=_behaviour(dt_range, rate_range),
-                                      reference=reference)
+                                      reference=reference, skip_bad=skip_bad)
     console.print(f"leaderboard: {path}" + (f" ({len(figures)} figure files in {plots})"
-                                             if plots else ""))
+                                             if plots else ""), markup=False, soft_wrap=True)
 
 
 @app.command()
@@ -380,6 +393,7 @@ def plot(
     eta: Annotated[float, typer.Option(help="η in DES = Δd / (Δt + η)")] = ETA,
     dt_range: DtRange = None,
     rate_range: RateRange = None,
+    skip_bad: SkipBad = False,
 ) -> None:
     """Draw ASR against ε (Figure 4), the DES scatter (Figures 2, 5) and gradient deviation
     against defense rate (Figure A4) from result files."""
@@ -390,10 +404,10 @@ def plot(
 
     check_results(results)
     writable_dir(out, "--out")
-    report = build_report(merge_results(*results), base=base, eta=eta,
+    report = build_report(merge_results(*results, skip_bad=skip_bad), base=base, eta=eta,
                           behaviour=_behaviour(dt_range, rate_range))
     files = write_plots(report, out)
-    console.print(f"{len(files)} figure files in {out}")
+    console.print(f"{len(files)} figure files in {out}", markup=False, soft_wrap=True)
 
 
 def check_results(paths: list[Path]) -> None:
@@ -406,6 +420,24 @@ def check_results(paths: list[Path]) -> None:
     if all(p.stat().st_size == 0 for p in paths):
         raise HrsbenchError(f"no result lines in {', '.join(map(str, paths))}; run hrsbench run "
                             "first, or give the results.jsonl of a finished run")
+
+
+@app.command()
+@friendly
+def repair(
+    results: Annotated[Path, typer.Argument(help="A results.jsonl with malformed lines")],
+) -> None:
+    """Keep every good line of a results file and move the malformed, invalid or torn ones to
+    RESULTS.bad, so the file reads again (their cells rerun on the next hrsbench run)."""
+    from hrsbench.locks import run_lock
+    from hrsbench.results import repair as repair_file
+
+    check_results([results])
+    with run_lock(results.parent):  # a run appending meanwhile would lose lines
+        kept, moved = repair_file(results)
+    where = f"; moved to {results}.bad" if moved else ""
+    console.print(f"{results}: kept {kept} line(s), {moved} bad{where}", markup=False,
+                  soft_wrap=True)
 
 
 @app.command()

@@ -8,12 +8,14 @@ downstream sees the current schema only. Light: no torch, ART or matplotlib.
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hrsbench.errors import HrsbenchError
 from hrsbench.migrate import migrate
 from hrsbench.record import ResultLine, loads
+from hrsbench.storage import atomic_write
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -24,30 +26,88 @@ def parse_line(raw: bytes | str) -> ResultLine:
     data = loads(raw)
     if not isinstance(data, dict):
         raise HrsbenchError("a result line must be a JSON object")
-    return ResultLine.from_dict(migrate(data))
+    try:
+        return ResultLine.from_dict(migrate(data))
+    except (ValueError, TypeError, KeyError, AttributeError) as e:  # a field of the wrong type
+        raise HrsbenchError(f"invalid result line ({type(e).__name__}: {e})") from None
 
 
-def read_numbered(path: Path, repair: bool = False) -> list[tuple[int, ResultLine]]:
-    """The lines of a results file with their line numbers; a malformed line is a one-line
-    error naming file and line, except a torn last line (no newline: a killed write), which is
-    dropped (and cut off if ``repair``)."""
+class ResultsWarning(UserWarning):
+    """A results-file problem that does not stop the read: a torn last line, skipped lines."""
+
+
+def repair_hint(path: Path) -> str:
+    return (f"run `hrsbench repair {path}` to keep every good line and move the bad ones to "
+            f"{path}.bad, or pass --skip-bad to the leaderboard")
+
+
+def read_numbered(
+    path: Path, repair: bool = False, skip_bad: bool = False
+) -> list[tuple[int, ResultLine]]:
+    """The lines of a results file with their line numbers.
+
+    A malformed line is a one-line error naming file, line and the repair, or, with
+    ``skip_bad``, left out with a warning naming it. A torn last line (no newline: a write cut
+    off by a kill) is dropped with a warning, and cut off the file if ``repair``.
+    """
     path = Path(path)
     if not path.exists():
         return []
     raw = path.read_bytes()
     lines = raw.split(b"\n")
-    out = []
+    out, bad = [], []
     for i, line in enumerate(lines[:-1], start=1):
         if not line.strip():
             continue
         try:
             out.append((i, parse_line(line)))
         except HrsbenchError as e:
-            raise HrsbenchError(f"{path}:{i}: {e}") from None
-    if lines[-1] != b"" and repair:
-        with open(path, "r+b") as f:
-            f.truncate(len(raw) - len(lines[-1]))
+            if not skip_bad:
+                raise HrsbenchError(f"{path}:{i}: {e}; {repair_hint(path)}") from None
+            bad.append(i)
+    if bad:
+        warnings.warn(f"{path}: skipped {len(bad)} bad line(s): line {_numbers(bad)}",
+                      ResultsWarning, stacklevel=2)
+    if lines[-1] != b"":
+        _torn(path, len(raw) - len(lines[-1]), len(lines), repair)
     return out
+
+
+def _numbers(bad: list[int]) -> str:
+    shown = ", ".join(map(str, bad[:10]))
+    return shown + (f" and {len(bad) - 10} more" if len(bad) > 10 else "")
+
+
+def _torn(path: Path, keep: int, number: int, repair: bool) -> None:
+    """A last line without its newline: the write a kill cut off. Its cell reruns."""
+    done = "cut it off; its cell runs again" if repair else "ignored it"
+    warnings.warn(f"{path}:{number}: the last line is incomplete (a write cut off by a kill); "
+                  f"{done}", ResultsWarning, stacklevel=3)
+    if repair:
+        with open(path, "r+b") as f:
+            f.truncate(keep)
+
+
+def repair(path: Path) -> tuple[int, int]:
+    """Keep every good line of a results file and move the bad ones (malformed, invalid or
+    torn) to ``PATH.bad``; returns (kept, moved). The good lines keep their bytes and order."""
+    path = Path(path)
+    good, bad = [], []
+    for line in path.read_bytes().splitlines(keepends=True):
+        if not line.strip():
+            continue
+        try:
+            if not line.endswith(b"\n"):
+                raise HrsbenchError("torn")
+            parse_line(line)
+            good.append(line)
+        except HrsbenchError:
+            bad.append(line if line.endswith(b"\n") else line + b"\n")
+    if bad:
+        with open(path.with_name(path.name + ".bad"), "ab") as f:
+            f.write(b"".join(bad))
+        atomic_write(path, lambda tmp: Path(tmp).write_bytes(b"".join(good)))
+    return len(good), len(bad)
 
 
 def read_lines(path: Path, repair: bool = False) -> list[ResultLine]:

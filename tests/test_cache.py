@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
@@ -54,9 +56,9 @@ def test_atomic_writes_follow_the_umask(tmp_path):
 
     old = os.umask(0o022)
     try:
-        atomic_write(tmp_path / "a.md", lambda tmp: open(tmp, "w").write("x"))
+        atomic_write(tmp_path / "a.md", lambda tmp: Path(tmp).write_text("x"))
         os.umask(0o027)
-        atomic_write(tmp_path / "b.md", lambda tmp: open(tmp, "w").write("x"))
+        atomic_write(tmp_path / "b.md", lambda tmp: Path(tmp).write_text("x"))
     finally:
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "a.md").stat().st_mode) == 0o644

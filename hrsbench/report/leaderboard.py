@@ -247,11 +247,14 @@ def write_leaderboard(
     behaviour: BehaviourRange | None = None,
     generated: datetime | None = None,
     reference: str | Path | None = None,
+    skip_bad: bool = False,
 ) -> tuple[Path, list[Path]]:
     """Merge ``paths``, write the markdown leaderboard to ``out`` and, if ``plots`` is given, the
     figures there (linked from the markdown); with ``reference``, a paper's numbers beside ours
-    (:mod:`hrsbench.report.reference`). Returns the markdown path and the figure paths."""
-    report = build_report(merge_results(*paths), base=base, eta=eta, behaviour=behaviour)
+    (:mod:`hrsbench.report.reference`). Returns the markdown path and the figure paths.
+    ``skip_bad`` leaves malformed result lines out (with a warning) instead of stopping."""
+    report = build_report(merge_results(*paths, skip_bad=skip_bad), base=base, eta=eta,
+                          behaviour=behaviour)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     figures = _figures(report, plots) if plots is not None else []

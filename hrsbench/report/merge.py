@@ -76,9 +76,10 @@ def finished(line: ResultLine) -> datetime:
     return at if at.tzinfo else at.replace(tzinfo=UTC)
 
 
-def merge_results(*paths: str | Path) -> Merged:
+def merge_results(*paths: str | Path, skip_bad: bool = False) -> Merged:
     """Read and merge result files; a missing file, a malformed line or a line lacking a
-    required field is an :class:`HrsbenchError` naming the file (and line)."""
+    required field is an :class:`HrsbenchError` naming the file (and line), except that with
+    ``skip_bad`` bad lines are left out with a warning naming them."""
     if not paths:
         raise HrsbenchError("no result files given")
     found: dict[str, list[tuple[ResultLine, Origin]]] = {}
@@ -87,7 +88,7 @@ def merge_results(*paths: str | Path) -> Merged:
         path = Path(p)
         if not path.is_file():
             raise HrsbenchError(f"{path}: no such results file")
-        numbered = read_numbered(path)
+        numbered = read_numbered(path, skip_bad=skip_bad)
         sources.append((path, len(numbered)))
         for number, line in numbered:
             found.setdefault(line.provenance.cell_key, []).append((line, Origin(path, number)))
