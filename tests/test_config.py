@@ -141,3 +141,18 @@ def test_schema_describes_every_key():
     assert {"n_test", "grad_samples", "batch_size", "threats", "defenses"} <= set(s["properties"])
     assert s["properties"]["n_test"]["minimum"] == 1
     assert "grid" in s["$defs"]["DefenseEntry"]["properties"]
+
+
+def test_readme_config_parses_and_expands():
+    """The README's config example is a working config, every key of RunConfig in it."""
+    import re
+    import tomllib
+    from pathlib import Path
+
+    from hrsbench.config import RunConfig
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = re.search(r"## A run config.*?```toml\n(.*?)```", readme, re.S).group(1)
+    data = tomllib.loads(block)
+    assert set(data) == set(RunConfig.__dataclass_fields__)
+    assert expand(parse_config(data, "README"), registry())
