@@ -153,12 +153,13 @@ def run(
     write the leaderboard and figures of all its results. The config, device, plugins and output
     places are checked before any model is built."""
     from hrsbench.config import load_config
+
+    cfg, source = load_config(config)  # first: a config mistake fails before heavy imports
     from hrsbench.executors import make_executor
     from hrsbench.locks import run_lock
     from hrsbench.runner import run as run_cells
 
     runner = make_executor(executor, ray_address, threads_per_task, device)
-    cfg, source = load_config(config)
     check_device(device, executor)
     reg = check_plan(cfg)
     out = out or Path("runs") / Path(config or "quick").stem
