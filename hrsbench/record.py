@@ -19,6 +19,7 @@ keeps it in step with these classes.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import types
@@ -153,7 +154,7 @@ class Metrics:
         """Metrics from what an evaluation or a threat returned: declared fields as numbers
         or strings, anything else kept under ``extra`` (``n_examples`` belongs to
         :class:`Evaluation` and is left out)."""
-        hints = get_type_hints(cls)
+        hints = _hints(cls)
         declared: dict[str, Any] = {}
         extra: dict[str, Any] = {}
         for k, v in values.items():
@@ -300,10 +301,10 @@ class ResultLine:
             "iterative": self.traits.attack_iterative,
             "attack_strength_param": self.traits.attack_strength,
         }
-        metrics = asdict(self.metrics)
+        metrics = _shallow(self.metrics)
         extra = metrics.pop("extra")
         row.update(metrics)
-        row.update(asdict(self.provenance))
+        row.update(_shallow(self.provenance))
         row.update({k: v for k, v in extra.items() if k not in row})
         return row
 
@@ -347,6 +348,17 @@ def loads(text: str | bytes) -> Any:
         raise HrsbenchError(f"malformed result line ({e.msg})") from None
 
 
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    """A section's field annotations, resolved once per class (resolving is slow)."""
+    return get_type_hints(cls)
+
+
+def _shallow(obj: Any) -> dict[str, Any]:
+    """A section's fields as a dict without deep-copying their values (rows are read-only)."""
+    return {f.name: getattr(obj, f.name) for f in fields(obj)}
+
+
 def _refuse_constant(name: str) -> Any:
     raise HrsbenchError(f"result line holds {name}; a missing value is null")
 
@@ -365,7 +377,7 @@ def _non_finite_field(d: dict[str, Any], prefix: str = "") -> str:
 def _section(cls: type, data: Any, name: str) -> Any:
     if not isinstance(data, dict):
         raise HrsbenchError(f"result field {name!r} must be an object, not {data!r}")
-    hints = get_type_hints(cls)
+    hints = _hints(cls)
     known = {f.name for f in fields(cls)}
     unknown = sorted(set(data) - known)
     if unknown:

@@ -137,17 +137,23 @@ class ResultStore:
         self.records[line.provenance.cell_key] = line
 
 
+#: Per-example counts stored encoded (:mod:`hrsbench.outcomes`), decoded in DataFrames.
+COUNT_FIELDS = ("successes", "successes_pick", "clean_correct")
+
+
 def frame(lines: list[ResultLine]) -> pd.DataFrame:
-    """Lines as a DataFrame, one flat row each (:meth:`ResultLine.row`), with ``successes``
-    decoded to an int array per attack line (None where a line has none)."""
+    """Lines as a DataFrame, one flat row each (:meth:`ResultLine.row`), with the per-example
+    counts (:data:`COUNT_FIELDS`: ``successes`` of length ``n_examples`` on an attack line)
+    decoded to int arrays; None where a line has none (lines written before they existed)."""
     import pandas as pd
 
     from hrsbench.outcomes import decode_counts
 
     rows = [line.row() for line in lines]
     for row in rows:
-        if row.get("successes") is not None:
-            row["successes"] = decode_counts(row["successes"])
+        for name in COUNT_FIELDS:
+            if row.get(name) is not None:
+                row[name] = decode_counts(row[name])
     return pd.DataFrame(rows)
 
 

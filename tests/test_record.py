@@ -136,3 +136,36 @@ def test_migration_refuses_a_line_without_required_fields():
         migrate({"dataset": "mnist", "defense": "base", "params": {}, "attack": "none",
                  "attack_strength": 0.0, "setting": "none", "targeted": True, "n_examples": 0,
                  "attack_success_rate": None, "seed": 0, "hrsbench_version": "0.1.0"})
+
+
+PRESETS = {"mnist-paper-cpu": PUBLISHED[0], "cifar10-paper-cpu": PUBLISHED[1],
+           "quick": PUBLISHED[2]}
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_rerunning_a_published_preset_finds_every_migrated_cell(preset):
+    from hrsbench.cells import expand
+    from hrsbench.config import load_config
+    from hrsbench.plugins import registry
+    from hrsbench.results import read_lines
+
+    cfg, _ = load_config(preset)
+    keys = {c.key for c in expand(cfg, registry())}
+    found = {line.provenance.cell_key for line in read_lines(PRESETS[preset])}
+    assert keys == found
+
+
+def test_load_results_decodes_the_counts(tmp_path):
+    from hrsbench.outcomes import encode_counts
+    from hrsbench.results import ResultStore, load_results
+
+    store = ResultStore(tmp_path / "results.jsonl")
+    store.append(make_line(successes=encode_counts([0, 5, 3]), successes_pick=encode_counts(
+        [0, 2, 1])))
+    old = json.loads(PUBLISHED[2].read_text().splitlines()[1])  # a v1 line: no counts
+    with open(tmp_path / "results.jsonl", "a") as f:
+        f.write(json.dumps(old) + "\n")
+    df = load_results(tmp_path / "results.jsonl")
+    assert df["successes"].iloc[0].tolist() == [0, 5, 3]
+    assert df["successes_pick"].iloc[0].tolist() == [0, 2, 1]
+    assert df["successes"].iloc[1] is None and df["schema_version"].tolist() == [2, 2]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -51,9 +52,9 @@ class Merged:
     sources: list[tuple[Path, int]] = field(default_factory=list)
     duplicates: list[Duplicate] = field(default_factory=list)
 
-    @property
+    @cached_property
     def records(self) -> list[dict[str, Any]]:
-        """The lines as flat rows (:meth:`ResultLine.row`)."""
+        """The lines as flat rows (:meth:`ResultLine.row`), computed once."""
         return [line.row() for line in self.results]
 
     @property
