@@ -38,9 +38,10 @@ from hrsbench.metrics import (
 from hrsbench.outcomes import encode_counts
 from hrsbench.params import instantiate
 from hrsbench.plugins import Registry, guarded, registry
+from hrsbench.record import Metrics, Provenance, ResultLine
+from hrsbench.report.sanity import write_report
 from hrsbench.results import ResultStore
-from hrsbench.sanity import registry_traits, write_report
-from hrsbench.threat import ThreatContext, run_threat
+from hrsbench.threat import ThreatContext
 from hrsbench.training import FAST_LAYOUT, Trainer
 
 #: progress(task, label, done, total): "cells", "train" or "attack".
@@ -134,7 +135,7 @@ def run(
                     cfg.batch_size, dev, data_dir, lambda label, i, n: report("train", label, i, n),
                 )
                 _seed(cell.key)
-                metrics = run_threat(cell, model, ctx)
+                metrics = _run_threat(cell, model, ctx)
             else:
                 attack = None
                 if cell.attack != "none":
@@ -146,33 +147,39 @@ def run(
                 )
                 if attack is None:
                     metrics["clean_correct"] = clean_correct
-            record = {
-                **cell.to_dict(),
-                "strength": cell.params.get(defense.strength) if defense.strength else None,
-                "stochastic": defense.stochastic,
-                "clean_accuracy": clean_acc,
-                "clean_accuracy_std": clean_std,
-                "n_clean": len(x_test),
-                **metrics,
-                "cell_key": cell.key,
-                "model_key": model_key,
-                "config_hash": config_hash or cfg.hash,
-                "train_time_s": train_s,
-                "time_s": time.perf_counter() - start,
-                "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
-                **provenance(),
-            }
+            line = result_line(
+                cell, Metrics.measured(clean_acc, {"clean_accuracy_std": clean_std, **metrics}),
+                int(metrics.get("n_examples", 0)), len(x_test),
+                config_hash=config_hash or cfg.hash, train_s=train_s,
+                time_s=time.perf_counter() - start,
+            )
             train_s = 0.0  # charged once, to the first line of the model
-            store.append(record)
+            store.append(line)
             done += 1
             report("cells", "cells", done, len(cells))
     return _finish(out, [store.records[c.key] for c in cells], reg)
 
 
-def _finish(out: Path, lines: list[dict[str, Any]], reg: Registry) -> list[dict[str, Any]]:
-    """Write ``sanity.json`` (gradient-masking checks per defense) beside the results."""
-    write_report(out, lines, registry_traits(reg))
-    return lines
+def result_line(
+    cell: Cell, metrics: Metrics, n_examples: int, clean_images: int, *, config_hash: str,
+    train_s: float, time_s: float,
+) -> ResultLine:
+    """The line a finished cell leaves: its identity, what was measured and how."""
+    prov = Provenance(
+        **provenance(), config_hash=config_hash, cell_key=cell.key, model_key=cell.model_key,
+        finished_at=datetime.now(UTC).isoformat(timespec="seconds"), time_s=time_s,
+        train_time_s=train_s,
+    )
+    return ResultLine(cell.model_spec(), cell.threat_spec(),
+                      cell.evaluation(n_examples, clean_images), metrics, prov, cell.traits)
+
+
+def _finish(out: Path, lines: list[ResultLine], reg: Registry) -> list[dict[str, Any]]:
+    """Write ``sanity.json`` (gradient-masking checks per defense) beside the results; returns
+    the lines as flat rows (:meth:`ResultLine.row`)."""
+    rows = [line.row() for line in lines]
+    write_report(out, rows)
+    return rows
 
 
 def evaluate(
@@ -256,3 +263,12 @@ def _gradient_deviation(
     deployed = Classifier(model, x.shape[1:], n_classes, device=str(device))
     return gradient_deviation(deployed, attack.loss, x, y, targets, cfg.grad_samples,
                               cfg.batch_size)
+
+
+def _run_threat(cell: Cell, model: nn.Module, ctx: ThreatContext) -> dict[str, Any]:
+    """The metrics of a threat cell (``cell.kind == "threat"``) against ``model``; the caller
+    seeds the RNGs from the cell's key first and adds the fields every line has."""
+    threat = instantiate(ctx.registry.get("threat", cell.attack), cell.attack_params,
+                         f"threat {cell.attack!r}")
+    with guarded(threat, "run"):
+        return threat.run(model, ctx)

@@ -22,11 +22,8 @@ from torch import nn
 from hrsbench.cache import ModelCache, stable_hash
 from hrsbench.data import Dataset
 from hrsbench.defense import Defense
-from hrsbench.params import instantiate
-from hrsbench.plugins import guarded
 
 if TYPE_CHECKING:
-    from hrsbench.cells import Cell
     from hrsbench.plugins import Registry
 
 ProgressFn = Callable[[str, int, int], None]  # (label, done, total)
@@ -95,11 +92,3 @@ def frozen(model: nn.Module) -> Iterator[nn.Module]:
             p.requires_grad_(flag)
         model.train(was_training)
 
-
-def run_threat(cell: Cell, model: nn.Module, ctx: ThreatContext) -> dict[str, Any]:
-    """The metrics of a threat cell (``cell.kind == "threat"``) against ``model``; the runner
-    seeds the RNGs from the cell's key first and adds the fields every line has."""
-    threat = instantiate(ctx.registry.get("threat", cell.attack), cell.attack_params,
-                         f"threat {cell.attack!r}")
-    with guarded(threat, "run"):
-        return threat.run(model, ctx)
