@@ -62,6 +62,9 @@ class ToySource(Dataset):
     arch = Arch(in_channels=1, image_size=12, conv=(4, 4, 4, 4), fc=(8, 8), train_dropout=0.5)
     files = ()
 
+    def read(self, root, split):
+        return source_data(64, seed=0 if split == "train" else 1)
+
     def load(self, split, n=None, data_dir=None):
         return source_data(n or 64, seed=0 if split == "train" else 1)
 
@@ -70,6 +73,9 @@ class ToyTarget(Dataset):
     name = "toy-target"
     arch = TARGET_ARCH
     files = ()
+
+    def read(self, root, split):
+        return self.load(split)
 
     def load(self, split, n=None, data_dir=None):
         rng = np.random.default_rng(2 if split == "train" else 3)

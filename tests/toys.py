@@ -8,7 +8,7 @@ import types
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -176,6 +176,9 @@ class ToyDefense(Defense):
     model: nn.Module | None = None
     surrogate_model: nn.Module | None = None
     made: list | None = None
+
+    def build(self, dataset: Any) -> nn.Module:
+        return self.model if self.model is not None else Noisy()
 
     def surrogate(self, model: nn.Module) -> nn.Module:
         if self.made is not None:
