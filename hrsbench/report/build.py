@@ -1,6 +1,7 @@
 """What a leaderboard shows, computed once from merged lines, so the markdown and the figures
 agree: every evasion line with its DES (:func:`~hrsbench.report.des.attach_des`), the family
-summaries, and the sanity verdict of each line's model."""
+summaries, the sanity verdict of each line's model, bootstrap intervals and ranks with ties
+(:mod:`.stats`) and the worst case over attacks per model and budget (:mod:`.worstcase`)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,15 @@ import pandas as pd
 from hrsbench.report.des import BASE, ETA, BehaviourRange, attach_des, family_summary
 from hrsbench.report.merge import Merged
 from hrsbench.report.sanity import annotate
+from hrsbench.report.stats import (
+    Bootstrap,
+    family_replicates,
+    line_replicates,
+    summary_intervals,
+    with_intervals,
+)
 from hrsbench.report.tables import isnum
+from hrsbench.report.worstcase import worst_case
 
 #: Fields another part of the benchmark may add to flag a suspicious result (e.g. gradient
 #: masking); shown in a column when present, in this order of preference.
@@ -40,6 +49,12 @@ class Report:
     base: str = BASE
     eta: float = ETA
     behaviour: BehaviourRange = field(default_factory=BehaviourRange)
+    #: Worst case over attacks per model and threat budget (:func:`.worstcase.worst_case`).
+    worst: pd.DataFrame = field(default_factory=pd.DataFrame)
+    #: Per family (:data:`~hrsbench.report.des.GROUP` + defense), resamples of its mean DES and
+    #: slope, for the sentence saying which orderings are resolved.
+    families: dict[tuple[Any, ...], dict[str, Any]] = field(default_factory=dict)
+    boot: Bootstrap = field(default_factory=Bootstrap)
 
     @property
     def flag_field(self) -> str | None:
@@ -64,9 +79,15 @@ def with_sanity(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def build_report(
     merged: Merged, base: str = BASE, eta: float = ETA, behaviour: BehaviourRange | None = None
 ) -> Report:
-    """DES of every line and the family summaries, computed once for the markdown and plots."""
+    """DES of every line and the family summaries with their intervals, and the worst case over
+    attacks, computed once for the markdown and plots."""
     behaviour = behaviour or BehaviourRange()
+    boot = Bootstrap()
     attacks = [r for r in merged.records if r["kind"] in EVASION_KINDS]
     scored = attach_des(pd.DataFrame(with_sanity(attacks)), base=base, eta=eta)
-    return Report(merged, scored, family_summary(scored, behaviour, base=base), base, eta,
-                  behaviour)
+    reps = line_replicates(scored, boot, eta)
+    summary = summary_intervals(family_summary(scored, behaviour, base=base), reps, behaviour,
+                                base)
+    return Report(merged, with_intervals(scored, reps), summary, base, eta, behaviour,
+                  worst_case(scored, reps, base, eta), family_replicates(reps, behaviour, base),
+                  boot)

@@ -21,7 +21,9 @@ from hrsbench.report.des import BASE, ETA, GROUP, BehaviourRange, varying_keys
 from hrsbench.report.frame import MODEL
 from hrsbench.report.merge import last_finished, merge_results
 from hrsbench.report.reprogramming import reprogramming_markdown, reprogramming_table
-from hrsbench.report.tables import count, isnum, markdown_table, num, params, pct, pp
+from hrsbench.report.stats import resolution_sentence
+from hrsbench.report.tables import count, interval, isnum, markdown_table, num, params, pct, pp
+from hrsbench.report.worstcase import SINGLE_LINE
 from hrsbench.storage import atomic_write
 
 
@@ -56,6 +58,7 @@ def render_markdown(
             dropped = ", ".join(f"`{o}`" for o in d.dropped)
             out.append(f"- `{d.cell_key}` ({what}): kept `{d.kept}`, dropped {dropped} — "
                        f"{d.reason}")
+    out += _headline_section(report)
     out += summary or []
     if scored.empty:
         out += ["", "No result lines."]
@@ -93,15 +96,91 @@ def _header(report: Report, generated: datetime) -> list[str]:
         ["torch / ART", f"{values('torch_version')} / {values('art_version')}"],
         ["compute", _compute(report.merged.records)],
         ["base defense", f"`{report.base}`"],
-        ["η", f"{report.eta:g}"],
+        ["η", f"{report.eta:g} ({100 * report.eta:g} pp, the unit of Δt)"],
         ["behaviour range", report.behaviour.describe()],
     ]
     legend = ("Rates are percentages, Δt (clean-accuracy drop) and Δd (defense-rate gain) are "
-              f"percentage points against `{report.base}` under the same attack; "
-              "DES = Δd / (Δt + η) (docs/des.md). Families (a defense over its strength sweep) "
-              "are ranked by mean DES; *via white-box* marks a deterministic defense's white-box "
-              "line standing for another setting.")
+              f"percentage points against `{report.base}` under the same attack, and η is in "
+              f"the same unit ({100 * report.eta:g} pp); DES = Δd / (Δt + η) (docs/des.md). "
+              "Brackets are 95 % bootstrap intervals over the attacked and clean images "
+              "(lines without per-example outcomes have none); ± in the clean-accuracy table is "
+              "the spread of repeated predictions, not a sampling error. Families (a defense "
+              "over its strength sweep) are ranked by mean DES; `1=` marks families whose "
+              "mean-DES difference is not resolved at 95 %. *via white-box* marks a "
+              "deterministic defense's white-box line standing for another setting.")
     return markdown_table(["", ""], rows) + ["", legend]
+
+
+def _headline_section(report: Report) -> list[str]:
+    """Per dataset, ε, targeting and attacked images, one row per model: what a reader quotes.
+    The worst case over attacks (:mod:`.worstcase`) gives the defense rate and adaptive DES."""
+    worst = report.worst
+    if worst.empty:
+        return []
+    out = ["", "## Headline: the worst case over attacks", "",
+           "Per model and threat budget, each attacked example counts as broken by whichever "
+           "attack × setting breaks it best (picked on half the prediction draws, scored on the "
+           "other half: docs/des.md). *Adaptive DES* uses that worst case over all settings, "
+           "*white-box DES* over white-box attacks only; brackets are 95 % intervals."]
+    clean = _clean_intervals(report.scored)
+    verdicts = _verdicts(report)
+    keys = ["dataset", "attack_strength", "targeted", "n_test"]
+    for key, budget in worst.groupby(keys, sort=True, dropna=False):
+        dataset, eps, targeted, n_test = key
+        title = (f"### Headline · {dataset} · ε={eps:g} · "
+                 f"{'targeted' if targeted else 'untargeted'} · {count(n_test)} attacked images")
+        out += ["", title, ""]
+        out += _headline_table(report, budget, clean, verdicts)
+    return out
+
+
+def _headline_table(report: Report, budget: pd.DataFrame, clean: dict[str, tuple[Any, Any]],
+                    verdicts: dict[str, str]) -> list[str]:
+    varying = {name: varying_keys(fam["params"]) for name, fam in
+               report.scored[report.scored["defense"].isin(budget["defense"])].groupby("defense")}
+    ordered = budget.assign(
+        _base=budget["defense"] != report.base,
+        _des=pd.to_numeric(budget["adaptive_des"], errors="coerce"),
+    ).sort_values(["_base", "_des", "defense"], ascending=[True, False, True],
+                  na_position="last", kind="stable")
+    single = [isnum(n) and SINGLE_LINE in n for n in budget["des_note"]]
+    out = [f"Without per-example outcomes, each model's {SINGLE_LINE.split(' (')[0]} stands "
+           "in for the worst case, without intervals.", ""] if all(single) else []
+    rows = []
+    for _, r in ordered.iterrows():
+        lo, hi = clean.get(r["model"], (None, None))
+        note = "" if r["defense"] == report.base or not isnum(r["des_note"]) else r["des_note"]
+        note = "; ".join(p for p in note.split("; ") if p != SINGLE_LINE or not all(single))
+        rows.append([
+            r["defense"], params(r["params"], varying.get(r["defense"], [])),
+            interval(r["clean_accuracy"], lo, hi, digits=2),
+            _with_interval(r, "worst_defense_rate"),
+            "ref" if r["defense"] == report.base else _with_interval(r, "adaptive_des", 1, 2),
+            "ref" if r["defense"] == report.base else _with_interval(r, "whitebox_des", 1, 2),
+            r["strongest"] or "—", verdicts.get(r["model"], ""), note,
+        ])
+    return out + markdown_table(["defense", "params", "clean acc", "worst-case defense rate",
+                                 "adaptive DES", "white-box DES", "strongest most often",
+                                 "sanity", "note"], rows)
+
+
+def _clean_intervals(scored: pd.DataFrame) -> dict[str, tuple[Any, Any]]:
+    """Clean-accuracy interval per model, from its lines."""
+    if "clean_accuracy_lo" not in scored.columns:
+        return {}
+    out: dict[str, tuple[Any, Any]] = {}
+    for model, lo, hi in zip(scored[MODEL], scored["clean_accuracy_lo"],
+                             scored["clean_accuracy_hi"], strict=True):
+        if isnum(lo) and model not in out:
+            out[model] = (lo, hi)
+    return out
+
+
+def _verdicts(report: Report) -> dict[str, str]:
+    flag = report.flag_field
+    if not flag:
+        return {}
+    return {m: flags(v) for m, v in zip(report.scored[MODEL], report.scored[flag], strict=True)}
 
 
 def _plugins(records: list[dict[str, Any]]) -> str:
@@ -181,7 +260,43 @@ def _group_tables(report: Report, group: pd.DataFrame, key: tuple[Any, ...]) -> 
         for col, val in zip(GROUP, key, strict=True):
             mask &= s[col] == val
         s = s[mask]
-    ranks = {name: i for i, name in enumerate(s["defense"], start=1)} if not s.empty else {}
+    if _all_resist(group):
+        s = s.iloc[:0]
+        out = ["Every line here, the base included, has a 100 % defense rate: the attack breaks "
+               "nothing, so no defense is ranked."]
+    elif s.empty:
+        out = ([f"No DES: no defended line here has a matching `{report.base}` line."]
+               if (group["defense"] != report.base).any()
+               else [f"Only `{report.base}` was attacked here: no defense to score."])
+    else:
+        out = _family_table(s, group)
+        sentence = resolution_sentence(s, report.families, report.boot,
+                                       _attacked_images(group))
+        out += ["", sentence] if sentence else []
+    return out + [""] + _line_table(report, group, s)
+
+
+def _all_resist(group: pd.DataFrame) -> bool:
+    rates = pd.to_numeric(group["defense_rate"], errors="coerce")
+    return bool(len(rates)) and bool((rates >= 1.0).all())
+
+
+def _attacked_images(group: pd.DataFrame) -> int | None:
+    n = pd.to_numeric(group["n_test"], errors="coerce").dropna()
+    return int(n.iloc[0]) if len(n) else None
+
+
+def _ranks(s: pd.DataFrame) -> dict[str, str]:
+    """Family ranks with ties (``1=``), as :func:`.stats.tied_ranks` gave them."""
+    if s.empty:
+        return {}
+    if "rank" in s.columns:
+        return {d: r for d, r in zip(s["defense"], s["rank"], strict=True) if r}
+    return {d: str(i) for i, d in enumerate(s["defense"], start=1)}
+
+
+def _family_table(s: pd.DataFrame, group: pd.DataFrame) -> list[str]:
+    ranks = _ranks(s)
     rows = []
     for _, f in s.iterrows():
         total = int(((group["defense"] == f["defense"]) & group["des"].notna()).sum())
@@ -189,23 +304,25 @@ def _group_tables(report: Report, group: pd.DataFrame, key: tuple[Any, ...]) -> 
         if isnum(f["slope"]):
             b = 100 * f["intercept"]
             fit = f"{f['slope']:.2f}·Δt {'−' if b < 0 else '+'} {abs(b):.2f}"
+            if isnum(f.get("slope_lo")):
+                fit += f" (slope {interval(f['slope'], f['slope_lo'], f['slope_hi'], 1, 2)})"
         rows.append([
-            str(ranks[f["defense"]]), f["defense"], f"{int(f['n_des'])}/{total}",
-            num(f["mean_des"]), num(f["std_des"]), fit,
+            ranks.get(f["defense"], "—"), f["defense"], f"{int(f['n_des'])}/{total}",
+            interval(f["mean_des"], f.get("mean_des_lo"), f.get("mean_des_hi"), 1, 2),
+            num(f["std_des"]), fit,
             _span(f["delta_t_min"], f["delta_t_max"], pp),
             _span(f["rate_min"], f["rate_max"], pct),
         ])
-    if rows:
-        out = markdown_table(["rank", "family", "points", "mean DES", "DES std",
-                              "fit Δd (pp)", "Δt range", "defense-rate range"], rows)
-    elif (group["defense"] != report.base).any():
-        out = [f"No DES: no defended line here has a matching `{report.base}` line."]
-    else:
-        out = [f"Only `{report.base}` was attacked here: no defense to score."]
-    out += [""]
+    return markdown_table(["rank", "family", "points", "mean DES [95 %]", "DES std",
+                           "fit Δd (pp)", "Δt range", "defense-rate range"], rows)
+
+
+def _line_table(report: Report, group: pd.DataFrame, s: pd.DataFrame) -> list[str]:
+    ranks = _ranks(s)
     flag = report.flag_field
+    order = {d: i for i, d in enumerate(s["defense"])} if not s.empty else {}
     ordered = group.assign(
-        _rank=group["defense"].map(lambda d: 0 if d == report.base else ranks.get(d, 10**6)),
+        _rank=group["defense"].map(lambda d: -1 if d == report.base else order.get(d, 10**6)),
         _strength=pd.to_numeric(group["strength"], errors="coerce"),
     ).sort_values(["_rank", "defense", "_strength", "params_key"], kind="stable")
     varying = {name: varying_keys(fam["params"]) for name, fam in
@@ -217,19 +334,31 @@ def _group_tables(report: Report, group: pd.DataFrame, key: tuple[Any, ...]) -> 
     details = []
     mean = dict(zip(s["defense"], s["mean_des"], strict=True)) if not s.empty else {}
     for _, r in ordered.iterrows():
-        note = "" if r["defense"] == report.base or not isnum(r["des_note"]) else r["des_note"]
-        if r["via_whitebox"]:
-            note = "; ".join(filter(None, ["via white-box", note]))
+        own = r["defense"] == report.base  # its own reference: Δt and Δd are 0 by definition
         row = [
-            "ref" if r["defense"] == report.base else str(ranks.get(r["defense"], "—")),
+            "ref" if own else ranks.get(r["defense"], "—"),
             r["defense"], params(r["params"], varying[r["defense"]]),
-            pct(r["clean_accuracy"], r["clean_accuracy_std"]), pp(r["delta_t"]),
-            pct(r["defense_rate"], r["attack_success_rate_std"]), pp(r["delta_d"]),
-            num(r["des"]), num(mean.get(r["defense"])),
+            _with_interval(r, "clean_accuracy", digits=2),
+            pp(r["delta_t"]) if own else _with_interval(r, "delta_t", signed=True, digits=2),
+            _with_interval(r, "defense_rate"),
+            pp(r["delta_d"]) if own else _with_interval(r, "delta_d", signed=True),
+            _with_interval(r, "des", scale=1, digits=2), num(mean.get(r["defense"])),
         ]
         row += [flags(r[flag])] if flag else []
-        details.append(row + [note])
-    return out + markdown_table(header, details)
+        details.append(row + [_note(report, r)])
+    return markdown_table(header, details)
+
+
+def _with_interval(r: pd.Series, col: str, scale: float = 100.0, digits: int = 1,
+                   signed: bool = False) -> str:
+    return interval(r[col], r.get(f"{col}_lo"), r.get(f"{col}_hi"), scale, digits, signed)
+
+
+def _note(report: Report, r: pd.Series) -> str:
+    note = "" if r["defense"] == report.base or not isnum(r["des_note"]) else r["des_note"]
+    if r["via_whitebox"]:
+        note = "; ".join(filter(None, ["via white-box", note]))
+    return note
 
 
 def _span(lo: Any, hi: Any, fmt: Any) -> str:

@@ -139,24 +139,50 @@ def _threat_mask(e: Entry, df: pd.DataFrame) -> pd.Series:
     return mask
 
 
-def measured(e: Entry, scored: pd.DataFrame, summary: pd.DataFrame) -> float | None:
-    """Our value for ``e``: the mean over matching lines (several seeds or runs), or None."""
+def matching(e: Entry, scored: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
+    """The rows ``e`` is measured on: family summaries for a mean DES, else result lines (one
+    per trained model for clean accuracy)."""
     if e.metric == "mean_des":
         if summary.empty:
-            return None
-        rows = summary[(summary["defense"] == e.defense) & _threat_mask(e, summary)]
-        values = rows["mean_des"].dropna()
-    else:
-        lines = scored[(scored["defense"] == e.defense)
-                       & scored["params"].map(lambda p: _subset(e.params, p))]
-        if e.metric == "clean_accuracy":
-            # One value per trained model: the clean line where there is one.
-            lines = lines.sort_values("attack", key=lambda a: a != "none", kind="stable")
-            lines = lines.drop_duplicates(subset=[MODEL])
-        else:
-            lines = lines[_threat_mask(e, lines) & ~lines["via_whitebox"].astype(bool)]
-        values = lines[e.metric].dropna() if e.metric in lines else pd.Series(dtype=float)
+            return summary
+        return summary[(summary["defense"] == e.defense) & _threat_mask(e, summary)]
+    lines = scored[(scored["defense"] == e.defense)
+                   & scored["params"].map(lambda p: _subset(e.params, p))]
+    if e.metric == "clean_accuracy":
+        # One value per trained model: the clean line where there is one.
+        lines = lines.sort_values("attack", key=lambda a: a != "none", kind="stable")
+        return lines.drop_duplicates(subset=[MODEL])
+    return lines[_threat_mask(e, lines) & ~lines["via_whitebox"].astype(bool)]
+
+
+def measured(e: Entry, scored: pd.DataFrame, summary: pd.DataFrame) -> float | None:
+    """Our value for ``e``: the mean over matching lines (several seeds or runs), or None."""
+    rows = matching(e, scored, summary)
+    values = rows[e.metric].dropna() if e.metric in rows else pd.Series(dtype=float)
     return float(values.astype(float).mean()) if len(values) else None
+
+
+def measured_interval(e: Entry, scored: pd.DataFrame, summary: pd.DataFrame
+                      ) -> tuple[float, float] | None:
+    """The 95 % interval of our value where one row measures it and carries one."""
+    rows = matching(e, scored, summary)
+    lo, hi = f"{e.metric}_lo", f"{e.metric}_hi"
+    if len(rows) != 1 or lo not in rows or not isnum(rows[lo].iloc[0]):
+        return None
+    return float(rows[lo].iloc[0]), float(rows[hi].iloc[0])
+
+
+def why_missing(e: Entry, scored: pd.DataFrame, summary: pd.DataFrame) -> str:
+    """Why we have no value for ``e``: not run, or run without a DES because Δt + η ≤ 0 (a
+    defense at least η more accurate than the base)."""
+    if e.metric not in ("mean_des", "des"):
+        return "not run" if matching(e, scored, summary).empty else "not measured"
+    lines = scored[(scored["defense"] == e.defense) & _threat_mask(e, scored)
+                   & (scored["attack"] != "none")]
+    if lines.empty:
+        return "not run"
+    notes = " ".join(str(n) for n in lines["des_note"] if isnum(n))
+    return "no DES: Δt + η ≤ 0" if "Δt + η ≤ 0" in notes else "no DES"
 
 
 def _fmt(value: float | None, rate: bool) -> str:
@@ -171,21 +197,33 @@ def reference_markdown(ref: Reference, scored: pd.DataFrame, summary: pd.DataFra
     out = ["", f"## Against the paper: {ref.title}", "",
            "Each row is a value the paper reports and ours for the same cell (mean over "
            "matching lines); differences are ours minus the paper's, in percentage points for "
-           "rates. \"not run\" marks a cell this leaderboard's results do not contain."]
+           "rates; brackets are our 95 % interval where the lines carry per-example outcomes. "
+           "\"not run\" marks a cell this leaderboard's results do not contain, \"no DES: "
+           "Δt + η ≤ 0\" a family attacked there whose every point is at least η more accurate "
+           "than the base."]
     for metric, rate in METRICS.items():
         entries = [e for e in ref.entries if e.metric == metric]
         if not entries:
             continue
-        rows = [_row(e, measured(e, scored, summary), rate) for e in entries]
+        rows = [_row(e, scored, summary, rate) for e in entries]
         out += ["", f"### {metric.replace('_', ' ')}", ""]
         out += markdown_table(["source", "cell", "paper", "hrsbench", "difference", "note"], rows)
     return out
 
 
-def _row(e: Entry, ours: float | None, rate: bool) -> list[str]:
+def _row(e: Entry, scored: pd.DataFrame, summary: pd.DataFrame, rate: bool) -> list[str]:
+    ours = measured(e, scored, summary)
     if ours is None:
-        diff = "not run"
-    else:
-        d = ours - e.paper
-        diff = f"{100 * d:+.2f} pp" if rate else f"{d:+.4g}"
-    return [e.source, e.label(), _fmt(e.paper, rate), _fmt(ours, rate), diff, e.note]
+        return [e.source, e.label(), _fmt(e.paper, rate), "—", why_missing(e, scored, summary),
+                e.note]
+    d = ours - e.paper
+    diff = f"{100 * d:+.2f} pp" if rate else f"{d:+.4g}"
+    text, note = _fmt(ours, rate), e.note
+    found = measured_interval(e, scored, summary)
+    if found is not None:
+        lo, hi = found
+        text += f" [{_fmt(lo, rate)}, {_fmt(hi, rate)}]"
+        inside = "paper's value inside our 95 % interval" if lo <= e.paper <= hi else \
+            "paper's value outside our 95 % interval"
+        note = "; ".join(filter(None, [inside, note]))
+    return [e.source, e.label(), _fmt(e.paper, rate), text, diff, note]

@@ -64,3 +64,25 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]],
     out = ["| " + " | ".join(cell(h) for h in header) + " |", rule]
     out += ["| " + " | ".join(cell(c) for c in row) + " |" for row in rows]
     return out
+
+
+def bound(x: float, scale: float, digits: int, signed: bool) -> str:
+    if x == float("inf"):
+        return "∞"
+    if x == float("-inf"):
+        return "−∞"
+    return f"{scale * x:{'+' if signed else ''}.{digits}f}"
+
+
+def interval(x: Any, lo: Any = None, hi: Any = None, scale: float = 100.0, digits: int = 1,
+             signed: bool = False) -> str:
+    """An estimate with its 95 % interval, ``54.5 [38.2, 71.9]`` (rates and differences in
+    percent or percentage points with the default ``scale``; DES with ``scale=1``); the
+    estimate alone where there is no interval."""
+    if missing(x):
+        return "—"
+    text = bound(float(x), scale, digits, signed)
+    if missing(lo) or missing(hi):
+        return text
+    return f"{text} [{bound(float(lo), scale, digits, signed)}, " \
+           f"{bound(float(hi), scale, digits, signed)}]"

@@ -217,10 +217,13 @@ def worst_case(
     for key, group in _groups(lines).items():
         budget = budget_of(group)
         if budget is None:
+            worst[key] = (best_line(group), best_line(group[group["setting"] == "whitebox"]))
+            rows.append(_row(key, group, _strongest_line(group), worst[key], boot))
+            rows[-1]["des_note"] = SINGLE_LINE
             continue
         white = budget_of(group[group["setting"] == "whitebox"])
         worst[key] = (worst_rate(budget, boot), worst_rate(white, boot) if white else None)
-        rows.append(_row(key, group, budget, worst[key], boot))
+        rows.append(_row(key, group, budget.strongest(), worst[key], boot))
     table = pd.DataFrame(rows, columns=list(COLUMNS))
     if table.empty:
         return table
@@ -229,7 +232,26 @@ def worst_case(
                              kind="stable").reset_index(drop=True)
 
 
-def _row(key: tuple[Hashable, ...], group: pd.DataFrame, budget: Budget,
+#: The note of a budget whose lines lack per-example outcomes.
+SINGLE_LINE = "strongest single line (no per-example outcomes: no worst case over attacks)"
+
+
+def best_line(lines: pd.DataFrame) -> Worst | None:
+    """Without per-example outcomes, the lowest defense rate of any one line: a lower bound on
+    the worst case's strength (an upper bound on the worst-case defense rate)."""
+    rates = pd.to_numeric(lines["defense_rate"], errors="coerce").dropna()
+    return Worst(float(rates.min()), None) if len(rates) else None
+
+
+def _strongest_line(lines: pd.DataFrame) -> str:
+    rates = pd.to_numeric(lines["defense_rate"], errors="coerce")
+    if rates.notna().sum() == 0:
+        return ""
+    row = lines.loc[rates.idxmin()]
+    return f"{row['attack']} ({row['setting']})"
+
+
+def _row(key: tuple[Hashable, ...], group: pd.DataFrame, strongest: str,
          found: tuple[Worst | None, Worst | None], boot: Bootstrap | None) -> dict[str, Any]:
     first = group.iloc[0]
     row: dict[str, Any] = {c: None for c in COLUMNS}
@@ -238,7 +260,7 @@ def _row(key: tuple[Hashable, ...], group: pd.DataFrame, budget: Budget,
         "model": key[0], "attack_strength": first["attack_strength"],
         "targeted": bool(first["targeted"]), "n_test": first.get("n_test"),
         "n_lines": len(group), "clean_accuracy": first["clean_accuracy"],
-        "strongest": budget.strongest(),
+        "strongest": strongest,
     })
     for name, w in zip(("worst_defense_rate", "whitebox_defense_rate"), found, strict=True):
         if w is not None:
@@ -284,7 +306,8 @@ def _des_cell(table: pd.DataFrame, i: int, name: str, mine: Worst | None, theirs
         return
     denominator = float(table.loc[i, "delta_t"]) + eta
     if denominator <= 0:
-        table.loc[i, "des_note"] = "no DES: Δt + η ≤ 0"
+        note = table.loc[i, "des_note"]
+        table.loc[i, "des_note"] = "; ".join(filter(None, [note, "no DES: Δt + η ≤ 0"]))
         return
     table.loc[i, name] = (mine.rate - theirs.rate) / denominator
     if reps is None or dt_reps is None or mine.reps is None or theirs.reps is None:

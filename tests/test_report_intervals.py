@@ -1,0 +1,97 @@
+"""The leaderboard with per-example outcomes: headline table, intervals, tied ranks and the
+sentence on resolved orderings; η in the unit of Δt; groups where nothing breaks; the paper
+comparison's intervals and its 'no DES' rows."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from hrsbench.migrate import migrate
+from hrsbench.report.leaderboard import write_leaderboard
+from tests.outcome_lines import attack_line, clean_line, study
+
+OUTCOMES = ("successes", "successes_pick", "clean_correct")
+
+
+def v2(record: dict[str, Any]) -> dict[str, Any]:
+    """A hand-made line as the runner writes it now: per-example outcomes among the metrics."""
+    record = {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in record.items()}
+    line = migrate(record)
+    extra = line["metrics"]["extra"]
+    for k in OUTCOMES:
+        if k in extra:
+            line["metrics"][k] = extra.pop(k)
+    return line
+
+
+def render(tmp_path: Path, df: pd.DataFrame, **kwargs: Any) -> str:
+    path = tmp_path / "results.jsonl"
+    path.write_text("".join(json.dumps(v2(r)) + "\n" for r in df.to_dict("records")))
+    md, _ = write_leaderboard([path], tmp_path / "lb.md", **kwargs)
+    return md.read_text()
+
+
+def test_leaderboard_opens_with_the_headline_and_carries_intervals_and_ties(tmp_path):
+    text = render(tmp_path, study(families={"strong": [-3.0, -2.5], "weak": [0.6, 0.8],
+                                            "weaker": [0.7, 0.9]}))
+    assert text.index("## Headline: the worst case over attacks") < text.index("## mnist")
+    head = text[text.index("### Headline · mnist · ε=0.1 · targeted · 40 attacked images"):]
+    row = next(r for r in head.splitlines() if r.startswith("| strong | rate=0 |"))
+    cells = [c.strip() for c in row.split("|")[1:-1]]
+    # clean acc, worst-case defense rate, adaptive DES and white-box DES each carry an interval
+    assert all(" [" in c and c.endswith("]") for c in cells[2:6])
+    assert cells[6] == "pgd (whitebox)"
+    # family ranks: strong clearly first, weak and weaker tied
+    assert "| 1 | strong | 2/2 |" in text
+    assert "| 2= | weak | 2/2 |" in text and "| 2= | weaker | 2/2 |" in text
+    assert "Resolved at 95 %: strong > weak, strong > weaker." in text
+    assert "Not resolved at 95 %: weak vs weaker" in text
+    assert "attacked images would resolve it" in text
+    assert "η | 0.002 (0.2 pp, the unit of Δt)" in text
+
+
+def test_lines_without_outcomes_render_without_brackets(tmp_path):
+    df = study().drop(columns=list(OUTCOMES))
+    text = render(tmp_path, df)
+    tables = text[text.index("## mnist"):]
+    assert "[" not in tables.replace("[95 %]", "")
+    assert "strongest single line stands in for the worst case" in text
+
+
+def test_nothing_is_ranked_where_every_line_resists(tmp_path):
+    zero = np.zeros(20 * 9, dtype=int)
+    rows = []
+    for defense, params in (("base", {}), ("noise", {"sigma": 0.1})):
+        clean = clean_line(defense, params, np.full(100, 4))
+        rows += [clean, attack_line(defense, params, clean["clean_accuracy"], zero, zero,
+                                    n_images=20)]
+    text = render(tmp_path, pd.DataFrame(rows))
+    assert "the attack breaks nothing, so no defense is ranked" in text
+    assert "| 1 | noise" not in text
+
+
+def test_paper_rows_show_our_interval_and_say_why_a_des_is_missing(tmp_path):
+    rng = np.random.default_rng(1)
+    df = study()
+    # a family more accurate than the base by more than η: no DES anywhere
+    wins = rng.binomial(4, 0.3, 40 * 9)
+    clean = clean_line("sharp", {"k": 1}, np.full(300, 4))
+    df = pd.concat([df, pd.DataFrame([clean, attack_line("sharp", {"k": 1}, 1.0, wins,
+                                                         rng.binomial(2, 0.3, 40 * 9))])])
+    ref = tmp_path / "ref.toml"
+    ref.write_text('title = "Toy paper"\n'
+                   '[[entries]]\nmetric = "defense_rate"\nsource = "T1"\ndefense = "weak"\n'
+                   'params = { rate = 0 }\nattack = "pgd"\nattack_strength = 0.1\n'
+                   'setting = "whitebox"\npaper = 0.40\n'
+                   '[[entries]]\nmetric = "mean_des"\nsource = "T2"\ndefense = "sharp"\n'
+                   'attack = "pgd"\nattack_strength = 0.1\nsetting = "whitebox"\npaper = 5.0\n')
+    text = render(tmp_path, df, reference=ref)
+    row = next(r for r in text.splitlines() if r.startswith("| T1 |"))
+    assert "[" in row and "paper's value inside our 95 % interval" in row
+    row = next(r for r in text.splitlines() if r.startswith("| T2 |"))
+    assert "no DES: Δt + η ≤ 0" in row and "not run" not in row
