@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import heapq
 import statistics
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,7 @@ import torch
 from hrsbench.cache import ModelCache
 from hrsbench.cells import Cell
 from hrsbench.params import defaults, instantiate
+from hrsbench.storage import stable_hash
 from hrsbench.training import Trainer
 
 #: Worker counts the plan reports wall times for.
@@ -43,19 +45,30 @@ _MODEL_FIELDS = ("dataset", "n_train", "epochs", "seed", "defense", "params")
 # ---------------------------------------------------------------- probing shared training
 
 
+#: A model's pieces: cache key → the shape of what it holds (the piece's kind: every HRS
+#: block-1 channel has one shape, every block-2 channel another).
+Pieces = dict[str, str]
+
+
+def shape_of(module: torch.nn.Module) -> str:
+    """The kind of a trained piece: its class and parameter shapes (not its values)."""
+    shapes = [(n, tuple(p.shape)) for n, p in module.named_parameters()]
+    return f"{type(module).__name__}:{stable_hash(shapes, 8)}"
+
+
 class _ProbeCache(ModelCache):
     """Claims to hold every key, so ``fit`` skips all training; records the keys asked for."""
 
     def __init__(self) -> None:
         super().__init__(Path("/nonexistent/hrsbench-probe"))
-        self.keys: list[str] = []
+        self.pieces: Pieces = {}
 
     def load(self, key: str, model: torch.nn.Module) -> bool:
-        self.keys.append(key)
+        self.pieces.setdefault(key, shape_of(model))
         return True
 
     def save(self, key: str, model: torch.nn.Module) -> None:
-        self.keys.append(key)
+        self.pieces.setdefault(key, shape_of(model))
 
 
 @dataclass
@@ -67,12 +80,12 @@ class _ProbeTrainer(Trainer):
 
     def fit(self, model: torch.nn.Module, *args: Any, **kwargs: Any) -> torch.nn.Module:
         key = kwargs.get("checkpoint") or f"{self.owner}:{kwargs.get('label', 'train')}"
-        self.cache.keys.append(key)  # type: ignore[attr-defined]
+        self.cache.pieces.setdefault(key, shape_of(model))  # type: ignore[attr-defined]
         return model
 
 
-def probe_pieces(defense: Any, dataset: Any, cell: Cell) -> tuple[str, ...]:
-    """The cache keys ``defense.fit`` loads or trains for ``cell``'s model, in order.
+def probe_pieces(defense: Any, dataset: Any, cell: Cell) -> Pieces:
+    """The pieces ``defense.fit`` loads or trains for ``cell``'s model, in order.
 
     A defense whose ``fit`` fails under the probe is one piece of its own (no sharing known).
     """
@@ -84,14 +97,13 @@ def probe_pieces(defense: Any, dataset: Any, cell: Cell) -> tuple[str, ...]:
         with torch.random.fork_rng(devices=[]):
             defense.fit(defense.build(dataset), trainer, dataset)
     except Exception:
-        return (cell.model_key,)
-    keys = list(dict.fromkeys(cache.keys)) or [cell.model_key]
-    return tuple(keys)
+        return {cell.model_key: "model"}
+    return cache.pieces or {cell.model_key: "model"}
 
 
-def model_pieces(cells: Sequence[Cell], plugins: Any) -> dict[str, tuple[str, ...]]:
+def model_pieces(cells: Sequence[Cell], plugins: Any) -> dict[str, Pieces]:
     """Pieces of every model of ``cells`` (by model key, in first-appearance order)."""
-    out: dict[str, tuple[str, ...]] = {}
+    out: dict[str, Pieces] = {}
     datasets: dict[str, Any] = {}
     for c in cells:
         if c.model_key in out:
@@ -103,7 +115,7 @@ def model_pieces(cells: Sequence[Cell], plugins: Any) -> dict[str, tuple[str, ..
     return out
 
 
-def sharing(pieces: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
+def sharing(pieces: dict[str, Pieces]) -> dict[str, tuple[str, ...]]:
     """For each model, the earlier models it waits for: the first model to use a piece trains
     it, and every later model using that piece runs after it (and loads it from the cache)."""
     owner: dict[str, str] = {}
@@ -116,12 +128,12 @@ def sharing(pieces: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
     return after
 
 
-def new_pieces(pieces: dict[str, tuple[str, ...]]) -> dict[str, int]:
-    """How many pieces each model trains itself (the ones no earlier model trained)."""
+def new_pieces(pieces: dict[str, Pieces]) -> dict[str, Counter[str]]:
+    """The pieces each model trains itself (no earlier model trained them), counted by shape."""
     seen: set[str] = set()
     out = {}
     for key, ps in pieces.items():
-        out[key] = max(len([p for p in ps if p not in seen]), 0)
+        out[key] = Counter(shape for p, shape in ps.items() if p not in seen)
         seen.update(ps)
     return out
 
@@ -206,22 +218,33 @@ class History:
 
 
 @dataclass(frozen=True)
-class _Rate:
-    """Seconds per epoch and per newly trained piece, over recorded trainings of a defense."""
+class Rates:
+    """Training seconds per epoch for one new piece of each shape, fitted to recorded
+    trainings (non-negative least squares: a model's time is the sum over its new pieces), and
+    the plain mean per piece for shapes never trained alone."""
 
-    seconds: float = 0.0
-    units: float = 0.0
+    per_shape: dict[str, float]
+    mean: float
 
-    def add(self, seconds: float, units: float) -> _Rate:
-        return _Rate(self.seconds + seconds, self.units + units)
+    def cost(self, new: Counter[str], epochs: int) -> float:
+        return epochs * sum(n * self.per_shape.get(s, self.mean) for s, n in new.items())
 
-    @property
-    def value(self) -> float | None:
-        return self.seconds / self.units if self.units > 0 else None
+    @classmethod
+    def fit(cls, rows: list[tuple[Counter[str], float]]) -> Rates | None:
+        """``rows``: (new pieces by shape, seconds per epoch) of recorded trainings."""
+        if not rows:
+            return None
+        from scipy.optimize import nnls
+
+        shapes = sorted({s for new, _ in rows for s in new})
+        a = [[float(new.get(s, 0)) for s in shapes] for new, _ in rows]
+        solution, _ = nnls(a, [t for _, t in rows])
+        mean = sum(t for _, t in rows) / sum(sum(new.values()) for new, _ in rows)
+        return cls(dict(zip(shapes, map(float, solution), strict=True)), mean)
 
 
-def training_rates(history: History, plugins: Any) -> dict[tuple[str, str | None], _Rate]:
-    """Training seconds per epoch and new piece, by (dataset, defense) and (dataset, None).
+def training_rates(history: History, plugins: Any) -> dict[tuple[str, str | None], Rates]:
+    """Training rates by (dataset, defense) and, over all defenses, by (dataset, None).
 
     The recorded models are probed in the order they were first written (the order they
     trained in), so a model that reused earlier pieces is charged only for its own.
@@ -231,15 +254,14 @@ def training_rates(history: History, plugins: Any) -> dict[tuple[str, str | None
         firsts.setdefault(_sig(line, _MODEL_FIELDS), line)
     cells = [c for c in (_line_cell(line, plugins) for line in firsts.values()) if c]
     new = new_pieces(model_pieces(cells, plugins)) if cells else {}
-    rates: dict[tuple[str, str | None], _Rate] = {}
+    rows: dict[tuple[str, str | None], list[tuple[Counter[str], float]]] = {}
     for c in cells:
         seconds = history.models.get(_sig(c, _MODEL_FIELDS))
         if not seconds or not new.get(c.model_key):
             continue
-        units = new[c.model_key] * max(c.epochs, 1)
         for k in ((c.dataset, c.defense), (c.dataset, None)):
-            rates[k] = rates.get(k, _Rate()).add(seconds, units)
-    return rates
+            rows.setdefault(k, []).append((new[c.model_key], seconds / max(c.epochs, 1)))
+    return {k: r for k, v in rows.items() if (r := Rates.fit(v)) is not None}
 
 
 def _line_cell(line: dict[str, Any], plugins: Any) -> Cell | None:
@@ -371,9 +393,9 @@ def build_plan(cells: Sequence[Cell], done: set[str], cache: ModelCache, plugins
     return Plan(tasks)
 
 
-def _model_cost(c: Cell, new: int, history: History,
-                rates: dict[tuple[str, str | None], _Rate]) -> tuple[float | None, str]:
-    if new == 0:
+def _model_cost(c: Cell, new: Counter[str], history: History,
+                rates: dict[tuple[str, str | None], Rates]) -> tuple[float | None, str]:
+    if not new:
         return 0.0, "reuses earlier models"
     if c.model_key in history.by_model_key:
         return history.by_model_key[c.model_key], "recorded"
@@ -381,9 +403,8 @@ def _model_cost(c: Cell, new: int, history: History,
         return recorded, "recorded"
     for k, basis in (((c.dataset, c.defense), "per epoch and piece"),
                      ((c.dataset, None), "other defenses' rate")):
-        rate = rates.get(k)
-        if rate is not None and rate.value is not None:
-            return rate.value * new * max(c.epochs, 1), basis
+        if (rate := rates.get(k)) is not None:
+            return rate.cost(new, max(c.epochs, 1)), basis
     return None, "no timing"
 
 

@@ -3,6 +3,7 @@ estimates from the timings of a tiny run's own result lines."""
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from hrsbench.cells import expand
 from hrsbench.config import parse_config
 from hrsbench.plan import (
     History,
+    Rates,
     Task,
     build_plan,
     critical_path,
@@ -43,8 +45,17 @@ def test_probing_finds_the_training_models_share():
     base, hrs2, hrs3 = keys["base"], keys["hrs22"], keys["hrs33"]
     assert after[keys["sap"]] == (base,) and after[keys["dropout"]] == (base,)
     assert after[hrs3] == (hrs2,) and after[base] == () and after[hrs2] == ()
+    counts = {k: sorted(new[keys[k]].values()) for k in ("base", "sap", "hrs22", "hrs33")}
     # HRS 3×3 reuses block 1's first two channels; its block 2 sits on 3 lower channels: new.
-    assert (new[base], new[keys["sap"]], new[hrs2], new[hrs3]) == (1, 0, 4, 4)
+    assert counts == {"base": [1], "sap": [], "hrs22": [2, 2], "hrs33": [1, 3]}
+
+
+def test_rates_split_a_training_time_by_piece_shape():
+    # HRS 5×5 then 10×10 as recorded on MNIST (5 epochs): block-1 channels at 23 s per epoch,
+    # block-2 channels at 5.6 s; the 10×10 is charged for its 5 + 10 new channels only.
+    rates = Rates.fit([(Counter(b1=5, b2=5), 143.0), (Counter(b1=5, b2=10), 171.0)])
+    assert rates.per_shape == pytest.approx({"b1": 23.0, "b2": 5.6})
+    assert rates.cost(Counter(b1=5, b2=30), epochs=40) == pytest.approx(40 * (115 + 168))
 
 
 def chain(*specs: tuple[str, float, tuple[str, ...]]) -> list[Task]:
