@@ -22,6 +22,7 @@ _EXPORTS = {
     "Arch": "hrsbench.models",
     "Attack": "hrsbench.attack",
     "BehaviourRange": "hrsbench.report.des",
+    "Bootstrap": "hrsbench.report.stats",
     "Classifier": "hrsbench.estimator",
     "DataFile": "hrsbench.data",
     "Dataset": "hrsbench.data",
@@ -48,6 +49,7 @@ _EXPORTS = {
     "fit_line": "hrsbench.report.des",
     "hookimpl": "hrsbench.hookspecs",
     "insert_stages": "hrsbench.models",
+    "line_replicates": "hrsbench.report.stats",
     "load_results": "hrsbench.results",
     "margin_loss": "hrsbench.gradient",
     "merge_results": "hrsbench.report.merge",
@@ -55,7 +57,10 @@ _EXPORTS = {
     "read_lines": "hrsbench.results",
     "replace_stage": "hrsbench.models",
     "split_stages": "hrsbench.models",
+    "summary_intervals": "hrsbench.report.stats",
     "uniform_start": "hrsbench.gradient",
+    "with_intervals": "hrsbench.report.stats",
+    "worst_case": "hrsbench.report.worstcase",
     "write_leaderboard": "hrsbench.report.leaderboard",
 }
 
@@ -65,6 +70,7 @@ __all__ = [
     "Arch",
     "Attack",
     "BehaviourRange",
+    "Bootstrap",
     "Classifier",
     "DataFile",
     "Dataset",
@@ -91,6 +97,7 @@ __all__ = [
     "fit_line",
     "hookimpl",
     "insert_stages",
+    "line_replicates",
     "load_results",
     "margin_loss",
     "merge_results",
@@ -98,7 +105,10 @@ __all__ = [
     "read_lines",
     "replace_stage",
     "split_stages",
+    "summary_intervals",
     "uniform_start",
+    "with_intervals",
+    "worst_case",
     "write_leaderboard",
 ]
 
@@ -153,6 +163,13 @@ if TYPE_CHECKING:  # for type checkers and IDEs; never executed
     )
     from hrsbench.report.leaderboard import write_leaderboard
     from hrsbench.report.merge import merge_results
+    from hrsbench.report.stats import (
+        Bootstrap,
+        line_replicates,
+        summary_intervals,
+        with_intervals,
+    )
+    from hrsbench.report.worstcase import worst_case
     from hrsbench.results import load_results, read_lines
     from hrsbench.threat import Threat, ThreatContext
     from hrsbench.training import Trainer
