@@ -84,6 +84,7 @@ def check_class(kind: str, cls: Any, package: str) -> None:
             f"plugin package {package!r}: {kind} {label} is not a subclass of "
             f"hrsbench.{base.__name__}; derive it from hrsbench.{base.__name__}"
         )
+    _check_dataclass(kind, cls, label, package)
     missing = sorted(getattr(cls, "__abstractmethods__", ()))
     if missing:
         methods = ", ".join(f"{m}()" for m in missing)
@@ -103,6 +104,20 @@ def check_class(kind: str, cls: Any, package: str) -> None:
         raise HrsbenchError(
             f"plugin package {package!r}: {kind} class {label} has an empty name; "
             "set the class attribute name = \"...\""
+        )
+
+
+def _check_dataclass(kind: str, cls: type, label: str, package: str) -> None:
+    """A parameterised plugin whose class declares fields but lacks ``@dataclass`` would
+    silently take none of them as parameters."""
+    if kind == "dataset" or "__dataclass_fields__" in vars(cls):
+        return
+    own = [n for n, hint in vars(cls).get("__annotations__", {}).items()
+           if "ClassVar" not in str(hint)]
+    if own:
+        raise HrsbenchError(
+            f"plugin package {package!r}: {kind} class {label} declares {', '.join(own)} but is "
+            "not a dataclass, so they would not be parameters; decorate it with @dataclass"
         )
 
 
@@ -150,7 +165,8 @@ class Registry:
             self.pm.register(module, name=f"{package}:{module.__name__}")
             self.pm.check_pending()
         except (pluggy.PluginValidationError, ValueError) as e:
-            raise HrsbenchError(f"plugin package {package!r}: {e}") from None
+            raise HrsbenchError(f"plugin package {package!r}: {'; '.join(str(e).splitlines())}; "
+                                "a hook takes one argument, register") from None
         count = sum(self._call_hooks(module, kind, package, version) for kind in KINDS)
         if count == 0:
             self._warn_empty(module, package)

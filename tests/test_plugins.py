@@ -223,3 +223,33 @@ def test_hrsbench_errors_inside_plugin_code_pass_unchanged():
 def test_unknown_plugin_lists_installed_ones():
     with pytest.raises(HrsbenchError, match="unknown defense 'nope'.*base"):
         load_registry().get("defense", "nope")
+
+
+def test_hook_with_wrong_argument_is_one_line():
+    mod = _module("badarg", """
+        from hrsbench import hookimpl
+        @hookimpl
+        def register_defenses(reg):
+            pass
+    """)
+    with pytest.raises(HrsbenchError) as e:
+        Registry().add_module(mod, "badarg-pkg", "1")
+    assert "\n" not in str(e.value)
+    assert "'badarg-pkg'" in str(e.value) and "takes one argument, register" in str(e.value)
+
+
+def test_fields_without_dataclass_are_refused():
+    mod = _module("nodc", """
+        from hrsbench import Defense, base_model, hookimpl
+        class Plain(Defense):
+            name = "plain"
+            width: float = 0.1
+            def build(self, dataset):
+                return base_model(dataset.arch)
+        @hookimpl
+        def register_defenses(register):
+            register(Plain)
+    """)
+    with pytest.raises(HrsbenchError, match="'nodc-pkg'.*Plain declares width but is not a "
+                                            "dataclass.*@dataclass"):
+        Registry().add_module(mod, "nodc-pkg", "1")
