@@ -43,7 +43,7 @@ def reprogramming_score(
     """Reduction of final reprogramming accuracy relative to the base model per point of clean
     accuracy lost, ``(acc_base − acc_def) / (Δt + η)``: DES with the reprogramming accuracy as
     the attack success (the defense rate gain is exactly the accuracy reduction), the same η, and
-    ``None`` where ``Δt + η ≤ 0``, as :func:`hrsbench.des.des_score`."""
+    ``None`` where ``Δt + η ≤ 0``, as :func:`hrsbench.report.des.des_score`."""
     return des_score(acc_base - acc_def, delta_t, eta)
 
 
