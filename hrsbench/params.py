@@ -134,18 +134,27 @@ def validate(cls: type, params: dict[str, Any], where: str) -> dict[str, Any]:
             if p.name in params else p.default for p in declared}
 
 
+def as_toml(value: Any) -> str:
+    """A config value as the user wrote it in TOML (``true``, ``"four"``, ``[1, 2]``)."""
+    try:
+        return json.dumps(value)
+    except (TypeError, ValueError):
+        return repr(value)
+
+
 def _checked(cls: type, key: str, hint: Any, value: Any, where: str) -> Any:
     if isinstance(value, list) and not _accepts_sequence(hint):
         raise HrsbenchError(
             f"{where}: parameter {key!r} of {_name(cls)!r} takes one {_type_name(hint)}, got "
-            f"the list {value!r}; to sweep it, move it under grid: grid = {{ {key} = {value!r} }}"
+            f"the list {as_toml(value)}; to sweep it, move it under grid: "
+            f"grid = {{ {key} = {as_toml(value)} }}"
         )
     try:
         return check_value(hint, value)
     except ValueError as e:
         raise HrsbenchError(
             f"{where}: parameter {key!r} of {_name(cls)!r} must be {_type_name(hint)}, got "
-            f"{value!r} ({e})"
+            f"{as_toml(value)} ({e})"
         ) from None
 
 

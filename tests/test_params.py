@@ -40,7 +40,7 @@ def test_a_float_parameter_takes_an_int_as_a_float():
     attack = instantiate(PGD, {"step": 1}, "attack 'pgd'")
     assert attack.step == 1.0 and isinstance(attack.step, float)
     with pytest.raises(HrsbenchError, match=re.escape("'step' of 'pgd' must be float | None, "
-                                                      "got True")):
+                                                      "got true")):
         instantiate(PGD, {"step": True}, "attack 'pgd'")
 
 
@@ -65,6 +65,13 @@ def test_non_finite_numbers_are_refused():
 def test_a_string_parameter_takes_only_strings():
     with pytest.raises(HrsbenchError, match="'split' of 'hrs' must be str, got 3"):
         instantiate(REGISTRY.get("defense", "hrs"), {"split": 3}, "defense 'hrs'")
+
+
+def test_values_are_shown_as_written_in_toml():
+    with pytest.raises(HrsbenchError, match="got \"four\""):
+        instantiate(PGD, {"max_iter": "four"}, "attack 'pgd'")
+    with pytest.raises(HrsbenchError, match='grid = { switch = \\["sample", "call"\\] }'):
+        instantiate(REGISTRY.get("defense", "hrs"), {"switch": ["sample", "call"]}, "d")
 
 
 def test_unknown_parameter_lists_the_valid_ones():
