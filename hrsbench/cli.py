@@ -240,7 +240,7 @@ def check_data(cfg: Any, reg: Any, data_dir: Path | None) -> None:
     """The dataset's files are there (fetched if missing, checksums verified) and its test split
     holds the images asked for: n_test beyond it would be silently capped."""
     x_test, _ = reg.get("dataset", cfg.dataset)().load("test", cfg.n_clean, data_dir)
-    if cfg.n_test > len(x_test):
+    if cfg.attacks and cfg.n_test > len(x_test):
         raise HrsbenchError(f"n_test = {cfg.n_test}, but {cfg.dataset} has only {len(x_test)} "
                             "test images; lower n_test")
 

@@ -125,8 +125,8 @@ class RunConfig:
     @model_validator(mode="after")
     def _attacked_within_clean(self) -> Any:
         """Attacked images are the first ``n_test`` of the ``n_clean`` loaded: more would be
-        silently capped."""
-        if self.n_clean is not None and self.n_test > self.n_clean:
+        silently capped. Only attacks use n_test: a threat-only config may leave it."""
+        if self.attacks and self.n_clean is not None and self.n_test > self.n_clean:
             raise ValueError(f"n_test ({self.n_test}) exceeds n_clean ({self.n_clean}): the "
                              "attacked images are taken from the clean ones; raise n_clean")
         return self

@@ -90,7 +90,7 @@ PGD = {"name": "pgd", "strengths": [0.1]}
     ({"repeats": 0}, "repeats must be ≥ 1, not 0"),
     ({"batch_size": 0}, "batch_size must be ≥ 1, not 0"),
     ({"targeted": 1}, "targeted must be true or false, not 1"),
-    ({"n_test": 30, "n_clean": 20}, r"n_test \(30\) exceeds n_clean \(20\)"),
+    ({"n_test": 30, "n_clean": 20, "attacks": [PGD]}, r"n_test \(30\) exceeds n_clean \(20\)"),
     ({"attacks": [{**PGD, "strengths": 0.25}]},
      r"attacks\[0\] \(pgd\)\.strengths must be a list, e\.g\. strengths = \[0\.25\]"),
     ({"attacks": [{**PGD, "strengths": ["big"]}]}, r"strengths\[0\] must be a number, not \"big\""),
@@ -156,3 +156,9 @@ def test_readme_config_parses_and_expands():
     data = tomllib.loads(block)
     assert set(data) == set(RunConfig.__dataclass_fields__)
     assert expand(parse_config(data, "README"), registry())
+
+
+def test_threat_only_config_may_leave_n_test_above_n_clean():
+    """n_test counts attacked images: with no [[attacks]] it is unused and not checked."""
+    cfg = parse_config({"n_clean": 32, "defenses": BASE, "threats": [{"name": "reprogram"}]})
+    assert cfg.n_test == 100
