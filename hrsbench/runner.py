@@ -6,9 +6,11 @@ and each finished cell is appended to ``results.jsonl`` at once, so a rerun skip
 
 from __future__ import annotations
 
+import dataclasses
 import platform
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -20,12 +22,13 @@ from torch import nn
 
 from hrsbench import __version__
 from hrsbench.attack import Attack
-from hrsbench.cache import ModelCache
+from hrsbench.cache import ModelCache, atomic_save
 from hrsbench.cells import Cell, expand
 from hrsbench.config import RunConfig
 from hrsbench.data import Dataset
 from hrsbench.defense import Defense
 from hrsbench.estimator import Classifier, crafting_classifier
+from hrsbench.executors import Executor, LocalExecutor, Task, raise_failures
 from hrsbench.metrics import (
     accuracy,
     attack_success,
@@ -37,6 +40,7 @@ from hrsbench.metrics import (
 )
 from hrsbench.outcomes import encode_counts
 from hrsbench.params import instantiate
+from hrsbench.plan import cell_label, model_label, model_pieces, sharing
 from hrsbench.plugins import Registry, guarded, registry
 from hrsbench.record import Metrics, Provenance, ResultLine
 from hrsbench.report.sanity import write_report
@@ -92,9 +96,15 @@ def run(
     progress: Progress | None = None,
     config_hash: str | None = None,
     reg: Registry | None = None,
+    executor: Executor | None = None,
 ) -> list[dict[str, Any]]:
-    """Run every unfinished cell of ``cfg`` into ``out/results.jsonl``; returns all its lines."""
+    """Run every unfinished cell of ``cfg`` into ``out/results.jsonl``; returns all its lines.
+
+    ``executor`` runs the model and cell tasks (default: one after another in this process);
+    whichever runs them, only this process writes the results and the model cache.
+    """
     reg = reg or registry()
+    executor = executor or LocalExecutor()
     report = progress or (lambda *a: None)
     cells = expand(cfg, reg)
     store = ResultStore(Path(out) / "results.jsonl")
@@ -103,61 +113,188 @@ def run(
     if not todo:
         return _finish(out, [store.records[c.key] for c in cells], reg)
 
-    dev = torch.device(device)
-    dataset: Dataset = reg.get("dataset", cfg.dataset)()
-    x_train, y_train = dataset.load("train", cfg.n_train, data_dir)
-    x_test, y_test = dataset.load("test", cfg.n_clean, data_dir)
-    cache = ModelCache(cache_dir)
+    job = Job(cfg, reg if executor.in_process else PluginTable.of(reg),
+              data_dir, cache_dir, device, progress if executor.in_process else None)
+    after = {} if executor.in_process else sharing(model_pieces(todo, reg))
+    writer = _Writer(store, ModelCache(cache_dir), config_hash or cfg.hash, report,
+                     (len(cells) - len(todo), len(cells)), len({c.model_key for c in todo}))
+    _DATA.clear()  # a run reads its data afresh (a test may swap the files in between)
+    try:
+        raise_failures(executor.run(_tasks(todo, job, after, reg), writer))
+    finally:
+        _DATA.clear()
+    return _finish(out, [store.records[c.key] for c in cells], reg)
+
+
+@dataclass(frozen=True)
+class PluginTable:
+    """The driver's plugin classes by kind and name: how a task in another process (a Ray
+    worker) resolves names, so it runs exactly the plugins the driver validated the config with."""
+
+    classes: dict[tuple[str, str], type]
+
+    @classmethod
+    def of(cls, reg: Registry) -> PluginTable:
+        return cls({(r.kind, r.name): r.cls for r in reg.all()})
+
+    def get(self, kind: str, name: str) -> type:
+        return self.classes[(kind, name)]
+
+
+@dataclass(frozen=True)
+class Job:
+    """What every task of a run needs; picklable, so a Ray worker receives it whole."""
+
+    cfg: RunConfig
+    plugins: Any  # a Registry in process, a PluginTable elsewhere (both have get(kind, name))
+    data_dir: Path | None
+    cache_dir: Path | None
+    device: str = "cpu"
+    progress: Progress | None = None
+
+    def report(self, task: str, label: str, done: int, total: int) -> None:
+        if self.progress:
+            self.progress(task, label, done, total)
+
+    def train_progress(self, label: str, done: int, total: int) -> None:
+        self.report("train", label, done, total)
+
+    def data(self, split: str) -> tuple[np.ndarray, np.ndarray]:
+        """The run's ``split``, read once per process (a worker serves many tasks)."""
+        n = self.cfg.n_train if split == "train" else self.cfg.n_clean
+        key = (self.cfg.dataset, split, n, str(self.data_dir))
+        if key not in _DATA:
+            if len(_DATA) >= 2:
+                _DATA.pop(next(iter(_DATA)))
+            _DATA[key] = self.plugins.get("dataset", self.cfg.dataset)().load(
+                split, n, self.data_dir)
+        return _DATA[key]
+
+    def defense(self, cell: Cell) -> Defense:
+        return instantiate(self.plugins.get("defense", cell.defense), cell.params, cell.defense)
+
+
+#: Data splits already read in this process, by (dataset, split, n, data dir).
+_DATA: dict[tuple[Any, ...], tuple[np.ndarray, np.ndarray]] = {}
+
+
+@dataclass
+class TrainedModel:
+    """What a model task hands to its cells and to the driver: the weights (through Ray's
+    object store when remote) and the clean accuracy every line of the model carries."""
+
+    state: dict[str, torch.Tensor]
+    train_s: float
+    clean_accuracy: float
+    clean_accuracy_std: float
+    clean_correct: str
+    clean_images: int
+
+
+def train_model(job: Job, cell: Cell) -> TrainedModel:
+    """Task: obtain ``cell``'s model (cache or training) and measure its clean accuracy."""
+    cfg, dev = job.cfg, torch.device(job.device)
+    dataset: Dataset = job.plugins.get("dataset", cfg.dataset)()
+    cache = ModelCache(job.cache_dir)
+    # A cached model needs no training data: a worker then skips reading the training split.
+    cached = cache.path(cell.model_key).exists()
+    x_train, y_train = (np.empty(0, np.float32), np.empty(0, np.int64)) if cached else \
+        job.data("train")
+    x_test, y_test = job.data("test")
+    trainer = Trainer(
+        torch.from_numpy(x_train), torch.from_numpy(y_train), epochs=cfg.epochs, seed=cfg.seed,
+        cache=cache, device=dev, key=cell.training_key, progress=job.train_progress,
+    )
+    model, train_s = obtain_model(job.defense(cell), dataset, cell, trainer, cache)
+    _seed(cell.model_key)
+    clean_preds = predictions(model, x_test, cfg.repeats, cfg.batch_size)
+    acc, std = accuracy(clean_preds, y_test)
+    # once per model, on its clean-only line: lets the report resample clean images (Δt)
+    correct = encode_counts((clean_preds == y_test[None]).sum(axis=0))
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    return TrainedModel(state, train_s, acc, std, correct, len(x_test))
+
+
+def run_cell(trained: TrainedModel, job: Job, cell: Cell) -> tuple[dict[str, Any], float]:
+    """Task: the metrics of one cell on its trained model, and the seconds they took."""
+    cfg, dev = job.cfg, torch.device(job.device)
+    dataset: Dataset = job.plugins.get("dataset", cfg.dataset)()
+    x_test, y_test = job.data("test")
+    defense = job.defense(cell)
+    torch.manual_seed(cell.seed)
+    with guarded(defense, "build"):
+        model = defense.build(dataset).to(dev, memory_format=FAST_LAYOUT)
+    model.load_state_dict(trained.state)
+    model.eval()
+    start = time.perf_counter()
+    if cell.kind == "threat":
+        ctx = ThreatContext(dataset, defense, job.plugins, ModelCache(job.cache_dir),
+                            cell.model_key, cfg.seed, cell.repeats, cfg.batch_size, dev,
+                            job.data_dir, job.train_progress)
+        _seed(cell.key)
+        return _run_threat(cell, model, ctx), time.perf_counter() - start
+    attack = None
+    if cell.attack != "none":
+        attack = instantiate(job.plugins.get("attack", cell.attack), cell.attack_params,
+                             cell.attack)
+        attack.batch_size = cfg.batch_size  # an execution option, not a parameter
+    metrics = evaluate(cell, defense, attack, model, dataset, x_test, y_test, cfg, dev,
+                       job.report)
+    if attack is None:
+        metrics["clean_correct"] = trained.clean_correct
+    return metrics, time.perf_counter() - start
+
+
+def _tasks(todo: list[Cell], job: Job, after: dict[str, tuple[str, ...]],
+           reg: Registry) -> list[Task]:
+    """A model task per model (after the models whose pieces it reuses), then its cells."""
     groups: dict[str, list[Cell]] = {}
     for c in todo:
         groups.setdefault(c.model_key, []).append(c)
+    tasks = []
+    for key, group in groups.items():
+        label = model_label(group[0], reg)
+        tasks.append(Task(key, label, "model", train_model, (job, group[0]),
+                          after=after.get(key, ())))
+        tasks += [Task(c.key, f"{label} · {cell_label(c)}", "cell", run_cell, (job, c),
+                       input=key) for c in group]
+    return tasks
 
-    done = len(cells) - len(todo)
-    for model_key, group in groups.items():
-        first = group[0]
-        defense = instantiate(reg.get("defense", first.defense), first.params, first.defense)
-        trainer = Trainer(
-            torch.from_numpy(x_train), torch.from_numpy(y_train), epochs=cfg.epochs,
-            seed=cfg.seed, cache=cache, device=dev, key=first.training_key,
-            progress=lambda label, i, n: report("train", label, i, n),
+
+class _Writer:
+    """The driver's side of finished tasks: it alone writes the model cache and the results."""
+
+    def __init__(self, store: ResultStore, cache: ModelCache, config_hash: str,
+                 report: Progress, cells: tuple[int, int], models: int) -> None:
+        self.store, self.cache, self.config_hash, self.report = store, cache, config_hash, report
+        (self.done, self.total), self.models, self.models_done = cells, models, 0
+        self.trained: dict[str, TrainedModel] = {}
+
+    def __call__(self, task: Task, result: Any) -> None:
+        if task.kind == "model":
+            self.model_done(task.key, result)
+        else:
+            self.cell_done(task.args[1], *result)
+
+    def model_done(self, key: str, trained: TrainedModel) -> None:
+        if not self.cache.path(key).exists():  # trained elsewhere: the driver's cache keeps it
+            atomic_save(trained.state, self.cache.path(key))
+        self.trained[key] = dataclasses.replace(trained, state={})
+        self.models_done += 1
+        self.report("models", "models", self.models_done, self.models)
+
+    def cell_done(self, cell: Cell, metrics: dict[str, Any], time_s: float) -> None:
+        trained = self.trained[cell.model_key]
+        values = {"clean_accuracy_std": trained.clean_accuracy_std, **metrics}
+        line = result_line(
+            cell, Metrics.measured(trained.clean_accuracy, values),
+            int(metrics.get("n_examples", 0)), trained.clean_images,
+            config_hash=self.config_hash, train_s=trained.train_s, time_s=time_s,
         )
-        model, train_s = obtain_model(defense, dataset, first, trainer, cache)
-        _seed(model_key)
-        clean_preds = predictions(model, x_test, cfg.repeats, cfg.batch_size)
-        clean_acc, clean_std = accuracy(clean_preds, y_test)
-        # once per model, on its clean-only line: lets the report resample clean images (Δt)
-        clean_correct = encode_counts((clean_preds == y_test[None]).sum(axis=0))
-        for cell in group:
-            start = time.perf_counter()
-            if cell.kind == "threat":
-                ctx = ThreatContext(
-                    dataset, defense, reg, cache, model_key, cfg.seed, cell.repeats,
-                    cfg.batch_size, dev, data_dir, lambda label, i, n: report("train", label, i, n),
-                )
-                _seed(cell.key)
-                metrics = _run_threat(cell, model, ctx)
-            else:
-                attack = None
-                if cell.attack != "none":
-                    acls = reg.get("attack", cell.attack)
-                    attack = instantiate(acls, cell.attack_params, cell.attack)
-                    attack.batch_size = cfg.batch_size  # an execution option, not a parameter
-                metrics = evaluate(
-                    cell, defense, attack, model, dataset, x_test, y_test, cfg, dev, report
-                )
-                if attack is None:
-                    metrics["clean_correct"] = clean_correct
-            line = result_line(
-                cell, Metrics.measured(clean_acc, {"clean_accuracy_std": clean_std, **metrics}),
-                int(metrics.get("n_examples", 0)), len(x_test),
-                config_hash=config_hash or cfg.hash, train_s=train_s,
-                time_s=time.perf_counter() - start,
-            )
-            train_s = 0.0  # charged once, to the first line of the model
-            store.append(line)
-            done += 1
-            report("cells", "cells", done, len(cells))
-    return _finish(out, [store.records[c.key] for c in cells], reg)
+        trained.train_s = 0.0  # charged once, to the first line of the model
+        self.store.append(line)
+        self.done += 1
+        self.report("cells", "cells", self.done, self.total)
 
 
 def result_line(
