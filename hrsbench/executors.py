@@ -200,6 +200,9 @@ class RayExecutor:
 
     def run(self, tasks: Sequence[Task], on_done: OnDone) -> list[Failure]:
         with self._cluster() as ray:
+            if self.gpus and ray.cluster_resources().get("GPU", 0) < self.gpus:
+                raise HrsbenchError("--device cuda: the Ray cluster has no GPU; start its "
+                                    "nodes on GPU machines or use --device cpu")
             return _RayRun(ray, self, tasks, on_done).run()
 
 
