@@ -234,12 +234,15 @@ class Rates:
         """``rows``: (new pieces by shape, seconds per epoch) of recorded trainings."""
         if not rows:
             return None
+        import numpy as np
         from scipy.optimize import nnls
 
         shapes = sorted({s for new, _ in rows for s in new})
-        a = [[float(new.get(s, 0)) for s in shapes] for new, _ in rows]
-        solution, _ = nnls(a, [t for _, t in rows])
-        mean = sum(t for _, t in rows) / sum(sum(new.values()) for new, _ in rows)
+        a = np.array([[float(new.get(s, 0)) for s in shapes] for new, _ in rows])
+        mean = sum(t for _, t in rows) / max(a.sum(), 1.0)
+        if np.linalg.matrix_rank(a) < len(shapes):  # too few trainings to tell shapes apart
+            return cls({}, mean)
+        solution, _ = nnls(a, np.array([t for _, t in rows]))
         return cls(dict(zip(shapes, map(float, solution), strict=True)), mean)
 
 

@@ -56,6 +56,9 @@ def test_rates_split_a_training_time_by_piece_shape():
     rates = Rates.fit([(Counter(b1=5, b2=5), 143.0), (Counter(b1=5, b2=10), 171.0)])
     assert rates.per_shape == pytest.approx({"b1": 23.0, "b2": 5.6})
     assert rates.cost(Counter(b1=5, b2=30), epochs=40) == pytest.approx(40 * (115 + 168))
+    # One training cannot tell the shapes apart: every piece then costs the mean.
+    alone = Rates.fit([(Counter(b1=5, b2=5), 143.0)])
+    assert alone.per_shape == {} and alone.cost(Counter(b1=1, b2=3), 1) == pytest.approx(57.2)
 
 
 def chain(*specs: tuple[str, float, tuple[str, ...]]) -> list[Task]:
