@@ -353,8 +353,9 @@ RUN = {
     "dataset": "toy-target", "n_train": 64, "n_clean": 32, "epochs": 1, "repeats": 2,
     "defenses": [{"name": "base"}],
     "threats": [{"name": "reprogram",
-                 "params": {"kernel": [2, 3], "epochs": 2, "source": "toy-source",
-                            "n_train": 128, "n_test": 64, "batch_size": 32}}],
+                 "params": {"epochs": 2, "source": "toy-source", "n_train": 128, "n_test": 64,
+                            "batch_size": 32},
+                 "grid": {"kernel": [2, 3]}}],
 }
 
 

@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from hrsbench.record import Kind
 from hrsbench.report.frame import model_id
 from hrsbench.report.stats import paired_difference
 
@@ -254,8 +255,9 @@ def verdict(checks: dict[str, dict[str, Any]]) -> str:
 
 
 def _evasion(line: Line) -> bool:
-    """An evasion attack's line (not a clean line, nor a threat such as reprogramming)."""
-    return line.get("kind") in (None, "evasion")
+    """Not a threat's line (reprogramming …): those are not evasion attacks with an ε budget.
+    A cell's own ``kind`` ("attack" / "threat") reads the same way."""
+    return line.get("kind") not in (Kind.REPROGRAMMING, Kind.THREAT)
 
 
 def check_all(lines: Iterable[Line], traits: dict[str, Traits] | None = None,
