@@ -27,8 +27,9 @@ class Attack(ABC):
     #: Whether the attack iterates (sanity checks compare iterative attacks with single-step).
     iterative: ClassVar[bool] = False
     #: Examples crafted per batch. An execution option, not a parameter: the engine sets it on
-    #: the instance from the run's ``batch_size`` (it changes speed and memory, never which
-    #: result a cell has), so it is no dataclass field and enters no key.
+    #: the instance from the run's ``batch_size``. It sets speed and memory, not what the attack
+    #: computes (only which random draws fall on which example), so it is no dataclass field
+    #: and enters no key.
     batch_size: ClassVar[int] = 256
 
     def loss(
