@@ -68,6 +68,17 @@ SPY = """
         def fit(self, model, trainer, dataset):
             raise RuntimeError("diverged at epoch 1")
 
+    FITS = []
+
+    @dataclass
+    class Counted(Defense):
+        name = "counted"
+        def build(self, dataset):
+            return base_model(dataset.arch)
+        def fit(self, model, trainer, dataset):
+            FITS.append(trainer.key)
+            super().fit(model, trainer, dataset)
+
     @hookimpl
     def register_attacks(register):
         register(Spy)
@@ -75,16 +86,20 @@ SPY = """
     @hookimpl
     def register_defenses(register):
         register(Fragile)
+        register(Counted)
 """
 
 
-def _registry_with_spy() -> tuple[object, types.ModuleType]:
-    """The built-ins plus the spy module, importable by name as a dataclass's module must be."""
-    mod = types.ModuleType("spy_plugin")
-    sys.modules[mod.__name__] = mod
-    exec(textwrap.dedent(SPY), mod.__dict__)
+def _registry_with_spy(version: str = "0.3", mod: types.ModuleType | None = None
+                       ) -> tuple[object, types.ModuleType]:
+    """The built-ins plus the spy module (as ``version``), importable by name as a
+    dataclass's module must be."""
+    if mod is None:
+        mod = types.ModuleType("spy_plugin")
+        sys.modules[mod.__name__] = mod
+        exec(textwrap.dedent(SPY), mod.__dict__)
     reg = load_registry()
-    reg.add_module(mod, "spy-pkg", "0.3")
+    reg.add_module(mod, "spy-pkg", version)
     return reg, mod
 
 
@@ -120,3 +135,17 @@ def test_exception_in_defense_code_stops_the_run_in_one_line(tmp_path, data_dir,
     assert f"defense 'fragile' (package 'spy-pkg 0.3') failed in {method}(): {error}" in message
     assert not (tmp_path / "out" / "results.jsonl").exists() or not any(
         line.strip() for line in (tmp_path / "out" / "results.jsonl").read_text().splitlines())
+
+
+def test_a_new_plugin_version_trains_afresh(tmp_path, data_dir):
+    """What docs/plugin-reference.md tells authors: bump the version to invalidate cached
+    models; the same version reuses them."""
+    reg, mod = _registry_with_spy("0.3")
+    cfg = _config({"name": "counted"})
+    run(cfg, tmp_path / "a", data_dir=data_dir, cache_dir=tmp_path / "cache", reg=reg)
+    run(cfg, tmp_path / "b", data_dir=data_dir, cache_dir=tmp_path / "cache", reg=reg)
+    assert len(mod.FITS) == 1  # the second run found the model in the cache
+    newer, _ = _registry_with_spy("0.4", mod)
+    lines = run(cfg, tmp_path / "c", data_dir=data_dir, cache_dir=tmp_path / "cache", reg=newer)
+    assert len(mod.FITS) == 2 and mod.FITS[0] != mod.FITS[1]
+    assert {r["defense_version"] for r in lines} == {"0.4"}
