@@ -76,7 +76,8 @@ def base_class(kind: str) -> type:
 
 def check_class(kind: str, cls: Any, package: str) -> None:
     """Refuse a class that cannot work as a ``kind`` plugin, in one line naming class and
-    package: not a class, not derived from the base class, abstract methods left undefined."""
+    package: not derived from the base class, fields without ``@dataclass``, abstract methods
+    left undefined, required class attributes (``name`` ...) unset or empty."""
     base = base_class(kind)
     label = getattr(cls, "__qualname__", repr(cls))
     if not (isinstance(cls, type) and issubclass(cls, base)):
