@@ -238,7 +238,8 @@ class HRS(Defense):
 
     def __post_init__(self) -> None:
         self.channels = tuple(self.channels)
-        if not self.channels or not all(isinstance(w, int) and w >= 1 for w in self.channels):
+        if not self.channels or not all(isinstance(w, int) and not isinstance(w, bool) and w >= 1
+                                        for w in self.channels):
             raise HrsbenchError(
                 f"hrs: bad channels {list(self.channels)!r}; give one width of at least 1 per "
                 "block, e.g. channels = [10, 10]"

@@ -267,7 +267,7 @@ def test_channels_are_a_list_of_widths():
     for bad in ("10x10", [10, 2.5], [10, True]):
         with pytest.raises(HrsbenchError, match="'channels'.*tuple"):
             validate(HRS, {"channels": bad}, "cfg")
-    for bad in ((), (0, 3)):
+    for bad in ((), (0, 3), (True, 2), ("10", 2)):
         with pytest.raises(HrsbenchError, match="bad channels"):
             HRS(channels=bad)
     assert HRS.strength == "channels" and HRS.stochastic
