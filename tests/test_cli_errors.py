@@ -27,7 +27,7 @@ CASES = {
     "strength inf": (attack("[inf]"), [], r"must be a finite number, not inf"),
     "strength 1.5": (attack("[1.5]"), [], r"eps 1\.5 exceeds 1"),
     "n_test -3": ("n_test = -3\n" + BASE, [], r"n_test must be ≥ 1, not -3"),
-    "n_test 20000": ("n_test = 20000\nn_train = 64\n" + BASE, [],
+    "n_test 20000": ("n_test = 20000\nn_train = 64\n" + attack("[0.1]"), [],
                      r"n_test = 20000, but mnist has only 10000 test images"),
     "epochs -1": ("epochs = -1\n" + BASE, [], r"epochs must be ≥ 1, not -1"),
     "n_train 0": ("n_train = 0\n" + BASE, [], r"n_train must be ≥ 1, not 0"),
