@@ -70,3 +70,23 @@ def test_plugins_command_lists_kinds_settings_and_defense_settings(monkeypatch):
         assert text in result.output, text
     by_name = {r.name: r for r in rows(load_registry())}
     assert by_name["base"].notes == "deterministic; settings: whitebox"
+
+
+def test_plugins_command_shows_loading_warnings_and_clashes(monkeypatch):
+    import hrsbench.plugins
+    from hrsbench.cli import app
+
+    def loaded() -> Registry:
+        reg = load_registry()
+        reg.add_module(_module("forgot", SOURCE.replace("    @hookimpl\n", "")), "forgot-pkg", "1")
+        reg.add_module(_module("a", SOURCE), "pkg-a", "1")
+        reg.add_module(_module("b", SOURCE), "pkg-b", "1")
+        return reg
+
+    monkeypatch.setattr(hrsbench.plugins, "load_registry", loaded)
+    monkeypatch.setenv("COLUMNS", "200")
+    result = CliRunner().invoke(app, ["plugins"])
+    assert result.exit_code == 0, result.output
+    assert "warning: plugin package 'forgot-pkg': module catalog_test_forgot registers nothing" \
+        in result.output
+    assert result.output.count("CLASH") == 2
