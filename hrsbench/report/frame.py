@@ -8,7 +8,7 @@ frames with fewer columns are accepted, their absent optional columns read as mi
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from hrsbench.record import COMPARISON_COLUMNS, THREAT_COLUMNS, canonical
@@ -78,20 +78,18 @@ def prepare(df: pd.DataFrame) -> pd.DataFrame:
     return df.reset_index(drop=True)
 
 
-def choose_base(line: Mapping[str, Any], candidates: pd.DataFrame) -> pd.Series:
+def choose_base(line: Mapping[str, Any],
+                candidates: Sequence[Mapping[str, Any]]) -> Mapping[str, Any]:
     """Among base rows matching ``line`` (on :data:`MATCH`), the one trained like it (same
-    n_train and epochs), then the most recently finished, then by cell key: a deterministic
-    pick whatever the file order."""
-    same_training = [
-        int(_same(c["n_train"], line["n_train"]) and _same(c["epochs"], line["epochs"]))
-        for _, c in candidates.iterrows()
-    ]
-    ranked = candidates.assign(
-        _same=same_training,
-        _at=candidates["finished_at"].map(lambda v: "" if missing(v) else str(v)),
-        _key=candidates["cell_key"].map(lambda v: "" if missing(v) else str(v)),
-    ).sort_values(["_same", "_at", "_key"], ascending=False, kind="stable")
-    return ranked.iloc[0]
+    n_train and epochs), then the most recently finished, then the highest cell key: a
+    deterministic pick whatever the file order (the first of equals)."""
+
+    def rank(c: Mapping[str, Any]) -> tuple[int, str, str]:
+        same = _same(c["n_train"], line["n_train"]) and _same(c["epochs"], line["epochs"])
+        return (int(same), "" if missing(c["finished_at"]) else str(c["finished_at"]),
+                "" if missing(c["cell_key"]) else str(c["cell_key"]))
+
+    return max(candidates, key=rank)
 
 
 def _same(a: Any, b: Any) -> bool:

@@ -8,7 +8,7 @@ Everything works on the DataFrame of result lines (:func:`hrsbench.load_results`
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -91,10 +91,10 @@ def reprogramming_table(df: pd.DataFrame, base: str = BASE, eta: float = ETA) ->
                              kind="stable").reset_index(drop=True)
 
 
-def _base_of(line: pd.Series, bases: pd.DataFrame) -> pd.Series | None:
+def _base_of(line: pd.Series, bases: pd.DataFrame) -> Mapping[str, Any] | None:
     match = row_key(line, MATCH)
-    found = bases[[row_key(b, MATCH) == match for _, b in bases.iterrows()]]
-    return None if found.empty else choose_base(line, found)
+    found = [b for b in bases.to_dict("records") if row_key(b, MATCH) == match]
+    return choose_base(line, found) if found else None
 
 
 def _cell(column: str, value: Any) -> str:
