@@ -23,7 +23,7 @@ import functools
 import json
 import math
 import types
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from enum import StrEnum
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
@@ -245,9 +245,11 @@ class ResultLine:
         return cell_key(self.model, self.threat, self.evaluation)
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
+        """The line as stored, one object per section (values shared, not copied)."""
+        d: dict[str, Any] = {name: _shallow(getattr(self, name)) for name in SECTIONS}
         d["threat"]["kind"] = self.threat.kind.value
         d["threat"]["setting"] = self.threat.setting.value
+        d["schema_version"] = self.schema_version
         return d
 
     def to_json(self) -> str:

@@ -95,11 +95,13 @@ def merge_results(*paths: str | Path, skip_bad: bool = False) -> Merged:
             found.setdefault(line.provenance.cell_key, []).append((line, Origin(path, number)))
     kept, duplicates = [], []
     for key, versions in found.items():
+        if len(versions) == 1:
+            kept.append(versions[0][0])
+            continue
         ranked = sorted(versions, key=lambda v: (finished(v[0]), content_hash(v[0])),
                         reverse=True)
         kept.append(ranked[0][0])
-        if len(ranked) > 1:
-            duplicates.append(_duplicate(key, ranked))
+        duplicates.append(_duplicate(key, ranked))
     return Merged(kept, sources, duplicates)
 
 
