@@ -69,7 +69,7 @@ def expand_settings(df: pd.DataFrame) -> pd.DataFrame:
     scope = ["dataset", "attack", "attack_params_key", "targeted"]
     settings = attacked.groupby(scope)["setting"].agg(set)
     identity = [*MATCH, "defense", "params_key", "n_train", "epochs"]
-    existing = {row_key(r, identity) for r in attacked.to_dict("records")}
+    existing = {row_key(r, identity) for r in attacked[identity].to_dict("records")}
     copies = []
     for key, present in settings.items():
         others = sorted(present - {"whitebox"})
@@ -82,7 +82,8 @@ def expand_settings(df: pd.DataFrame) -> pd.DataFrame:
             extra = attacked[mask].copy()
             extra["setting"] = setting
             extra["via_whitebox"] = True
-            fresh = [row_key(r, identity) not in existing for r in extra.to_dict("records")]
+            fresh = [row_key(r, identity) not in existing
+                     for r in extra[identity].to_dict("records")]
             copies.append(extra[fresh])
     if not copies:
         return df

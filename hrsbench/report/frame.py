@@ -66,7 +66,9 @@ def prepare(df: pd.DataFrame) -> pd.DataFrame:
     df = df.astype({c: object for c in OPTIONAL})
     df["params_key"] = df["params"].map(canonical)
     df["attack_params_key"] = df["attack_params"].map(canonical)
-    df[MODEL] = [model_id(r) for r in df.to_dict("records")]
+    cols = [MODEL, "dataset", "defense", "params", "seed", "n_train", "epochs"]
+    df[MODEL] = [model_id(dict(zip(cols, values, strict=True)))
+                 for values in zip(*(df[c] for c in cols), strict=True)]
     df["kind"] = [("clean" if a == "none" else "evasion") if missing(k) else k
                   for k, a in zip(df["kind"], df["attack"], strict=True)]
     df["defense_rate"] = [
