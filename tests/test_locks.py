@@ -8,9 +8,12 @@ import json
 import os
 import subprocess
 import sys
+import threading
+import time
 from contextlib import ExitStack
 from pathlib import Path
 
+import torch
 from typer.testing import CliRunner
 
 from hrsbench.cli import app
@@ -46,30 +49,54 @@ def _lines(path: Path) -> list[dict]:
     return [json.loads(x) for x in path.read_text().splitlines()]
 
 
-def test_concurrent_runs_share_work_and_log_progress(tmp_path, data_dir):
-    """Two runs on one folder (the second waits) and a third on another folder, all sharing a
-    model cache, started together: each cell's line appears once per folder and the one model
-    is trained once; with stdout a file, progress lines are there."""
+def test_two_runs_on_one_folder_do_everything_once_and_log_progress(tmp_path, data_dir):
+    """Two `hrsbench run --wait` on one folder, started together: the second waits for the
+    first, then finds every cell done; each cell's line appears once and the model is trained
+    once. With stdout a file, progress goes out as plain lines."""
     cfg = tmp_path / "c.toml"
     cfg.write_text(TINY)
     env = {**os.environ, "HRSBENCH_DATA": str(data_dir), "HRSBENCH_CACHE": str(tmp_path / "m")}
+    cmd = [sys.executable, "-m", "hrsbench.cli", "run", str(cfg), "--out", str(tmp_path / "a"),
+           "--wait"]
     with ExitStack() as files:
-        procs = []
-        for i, out in enumerate(("a", "a", "b")):
-            log = files.enter_context(open(tmp_path / f"log{i}", "w"))
-            cmd = [sys.executable, "-m", "hrsbench.cli", "run", str(cfg), "--out",
-                   str(tmp_path / out), "--wait"]
-            procs.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env))
+        logs = [files.enter_context(open(tmp_path / f"log{i}", "w")) for i in range(2)]
+        procs = [subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+                 for log in logs]
         codes = [p.wait(timeout=300) for p in procs]
-    logs = [(tmp_path / f"log{i}").read_text() for i in range(3)]
-    assert codes == [0, 0, 0], logs
-    a, b = _lines(tmp_path / "a" / "results.jsonl"), _lines(tmp_path / "b" / "results.jsonl")
-    assert len(a) == len({r["provenance"]["cell_key"] for r in a}) == 3
-    assert len(b) == 3
-    seconds = [r["provenance"]["train_time_s"] for r in a + b]
+    text = [(tmp_path / f"log{i}").read_text() for i in range(2)]
+    assert codes == [0, 0], text
+    lines = _lines(tmp_path / "a" / "results.jsonl")
+    assert len(lines) == len({r["provenance"]["cell_key"] for r in lines}) == 3
+    seconds = [r["provenance"]["train_time_s"] for r in lines]
     assert sum(s > 0 for s in seconds) == 1, seconds
-    progress = [x for x in "".join(logs).splitlines() if x.startswith("[0:")]
-    assert any("cells 3/3" in x for x in progress), logs
+    progress = [x for x in "".join(text).splitlines() if x.startswith("[0:")]
+    assert any("train base" in x for x in progress), text
+    assert any(x.endswith("cells 3/3") for x in progress), text
+
+
+def test_a_model_is_trained_once_by_processes_sharing_a_cache(tmp_path):
+    """Two workers wanting one uncached model: the first trains it under the model's lock, the
+    second waits for the lock and then finds it in the cache."""
+    from hrsbench.cache import ModelCache
+
+    trained, waited = [], []
+
+    def worker(name: str) -> None:
+        cache = ModelCache(tmp_path)
+        model = torch.nn.Linear(2, 2)
+        with cache.lock("k", on_wait=lambda: waited.append(name)):
+            if cache.load("k", model):
+                return
+            time.sleep(0.3)  # training
+            trained.append(name)
+            cache.save("k", model)
+
+    first = threading.Thread(target=worker, args=("first",))
+    first.start()
+    time.sleep(0.1)
+    worker("second")
+    first.join()
+    assert trained == ["first"] and waited == ["second"]
 
 
 def test_log_progress_lines_are_periodic_and_plain():
