@@ -110,8 +110,9 @@ class Trainer:
                 loss = loss_fn(model, xb, yb)
                 loss.backward()
                 opt.step()
-                if self.progress:
-                    self.progress(label, epoch * steps + step + 1, epochs * steps)
+                if self.progress:  # the epoch in the label: a log shows which one runs
+                    self.progress(f"{label} epoch {epoch + 1}/{epochs}",
+                                  epoch * steps + step + 1, epochs * steps)
             if ckpt_path is not None and epoch + 1 < epochs:
                 atomic_save(
                     {"model": model.state_dict(), "opt": opt.state_dict(), "epoch": epoch + 1,
