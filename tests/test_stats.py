@@ -14,6 +14,7 @@ from hrsbench.report.stats import (
     family_replicates,
     images_to_resolve,
     line_replicates,
+    resampled_means,
     resampled_ratios,
     resampled_sums,
     resolution_sentence,
@@ -128,3 +129,18 @@ def test_images_needed_scale_as_the_square_of_the_interval():
     assert not c.resolved
     assert images_to_resolve(c, 10) == 40
     assert images_to_resolve(Comparison("a", "b", 0.0, -1.0, 1.0), 10) is None
+
+
+def test_clean_means_resample_distinct_rows_as_the_images_they_stand_for():
+    """10,000 images collapse to a few distinct rows; the spread is still that of a mean over
+    10,000 images, and two models are resampled on the same images."""
+    rng = np.random.default_rng(5)
+    a = (rng.random(10_000) < 0.9).astype(float)
+    b = a.copy()
+    b[:100] = 1.0 - b[:100]  # differs from a on 100 images only
+    reps = resampled_means(np.stack([a, b], axis=1), "clean/mnist/10000", FAST)
+    assert reps[:, 0].std() == pytest.approx(np.sqrt(0.09 / 10_000), rel=0.15)
+    difference = reps[:, 0] - reps[:, 1]
+    assert difference.std() < reps[:, 0].std() / 2  # paired: far tighter than either alone
+    assert np.array_equal(reps, resampled_means(np.stack([a, b], axis=1), "clean/mnist/10000",
+                                                FAST))

@@ -86,8 +86,8 @@ def build_report(
     attacks = [r for r in merged.records if r["kind"] in EVASION_KINDS]
     scored = attach_des(pd.DataFrame(with_sanity(attacks)), base=base, eta=eta)
     reps = line_replicates(scored, boot, eta)
+    families = family_replicates(reps, behaviour, base)
     summary = summary_intervals(family_summary(scored, behaviour, base=base), reps, behaviour,
-                                base)
+                                base, families)
     return Report(merged, with_intervals(scored, reps), summary, base, eta, behaviour,
-                  worst_case(scored, reps, base, eta), family_replicates(reps, behaviour, base),
-                  boot)
+                  worst_case(scored, reps, base, eta), families, boot)

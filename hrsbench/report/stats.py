@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
-from collections.abc import Hashable
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,8 +74,17 @@ def counts_of(value: Any) -> np.ndarray | None:
     if value is None or (isinstance(value, float) and np.isnan(value)):
         return None
     if isinstance(value, str):
-        return decode_counts(value)
+        return _decoded(value)
     return np.asarray(value, dtype=np.int64)
+
+
+@functools.lru_cache(maxsize=4096)
+def _decoded(text: str) -> np.ndarray:
+    """A line's counts are read by the intervals, the worst case and the sanity checks: decode
+    each string once (read-only, since the cache shares it)."""
+    counts = decode_counts(text)
+    counts.flags.writeable = False
+    return counts
 
 
 def _generator(boot: Bootstrap, name: str, n: int) -> np.random.Generator:
@@ -148,6 +157,28 @@ def resampled_ratios(num: np.ndarray, den: np.ndarray, name: str, boot: Bootstra
     return point + (reps - point) * widen
 
 
+def resampled_means(values: np.ndarray, name: str, boot: Bootstrap) -> np.ndarray:
+    """Per Poisson resample of the rows of ``values`` (units × columns), each column's mean over
+    the resampled units, widened as in :func:`resampled_ratios`: (replicates, columns).
+
+    Identical rows are resampled as one: the sum of m Poisson(1) weights is Poisson(m), so
+    drawing one Poisson(m) weight per distinct row is the same bootstrap, and 10,000 clean
+    images that most models classify alike collapse to a few hundred rows. The columns stay
+    paired (a row is one image across all columns), but two calls resample differently unless
+    their ``values`` agree, so every column to be paired goes into one call."""
+    values = np.asarray(values, dtype=float)
+    n = values.shape[0]
+    rows, counts = np.unique(values, axis=0, return_counts=True)
+    rng = _generator(boot, f"{name}/distinct", n)
+    weights = rng.poisson(counts.astype(float), size=(boot.replicates, len(counts)))
+    total = weights.sum(axis=1, keepdims=True).astype(float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        reps = (weights @ rows) / np.where(total > 0, total, np.nan)
+    widen = np.sqrt(n / (n - 1)) if n > 1 else 1.0
+    point = values.mean(axis=0)
+    return point + (reps - point) * widen
+
+
 def image_sums(counts: np.ndarray, n_images: int) -> np.ndarray | None:
     """Per attacked image, the sum of its examples' counts (an image's pairs are consecutive in
     the attacked order, :func:`hrsbench.outcomes.pair_index`); ``None`` when the counts do not
@@ -157,14 +188,14 @@ def image_sums(counts: np.ndarray, n_images: int) -> np.ndarray | None:
     return counts.reshape(n_images, -1).sum(axis=1)
 
 
-def _value(row: pd.Series, col: str) -> Any:
+def _value(row: Mapping[str, Any], col: str) -> Any:
     value = row.get(col)
     if value is None or (isinstance(value, float) and np.isnan(value)):
         return None
     return value
 
 
-def model_id(row: pd.Series) -> Hashable:
+def model_id(row: Mapping[str, Any]) -> Hashable:
     """Which trained model a line belongs to: its ``model_key``, or failing that (hand-made
     lines) its dataset, defense, parameters, seed and training budget."""
     key = _value(row, "model_key")
@@ -175,12 +206,12 @@ def model_id(row: pd.Series) -> Hashable:
             _value(row, "epochs"))
 
 
-def attacked_images(row: pd.Series) -> str:
+def attacked_images(row: Mapping[str, Any]) -> str:
     """The name of a line's attacked images: lines sharing it are resampled together."""
     return f"attacked/{row['dataset']}/{_value(row, 'n_test')}"
 
 
-def clean_images(row: pd.Series) -> str:
+def clean_images(row: Mapping[str, Any]) -> str:
     return f"clean/{row['dataset']}/{_value(row, 'n_clean')}"
 
 
@@ -189,7 +220,7 @@ def _accuracy_replicates(df: pd.DataFrame, boot: Bootstrap) -> dict[Hashable, np
     per_name: dict[str, list[tuple[Hashable, np.ndarray]]] = {}
     seen: set[Hashable] = set()
     clean = df[df["attack"] == "none"] if "clean_correct" in df.columns else df.iloc[:0]
-    for _, row in clean.iterrows():
+    for row in clean.to_dict("records"):
         counts = counts_of(row.get("clean_correct"))
         model = model_id(row)
         if counts is None or model in seen or not len(counts):
@@ -200,12 +231,12 @@ def _accuracy_replicates(df: pd.DataFrame, boot: Bootstrap) -> dict[Hashable, np
     out: dict[Hashable, np.ndarray] = {}
     for name, items in per_name.items():
         matrix = np.stack([f for _, f in items], axis=1)
-        sums = np.clip(resampled_ratios(matrix, np.ones_like(matrix), name, boot), 0.0, 1.0)
+        sums = np.clip(resampled_means(matrix, name, boot), 0.0, 1.0)
         out.update({model: sums[:, j] for j, (model, _) in enumerate(items)})
     return out
 
 
-def _outcome_columns(row: pd.Series) -> tuple[np.ndarray, np.ndarray] | None:
+def _outcome_columns(row: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray] | None:
     """Per attacked image, the line's won predictions and the predictions they count against:
     all of the image's pairs × repeats when targeted, the image's correct clean draws when not."""
     wins = counts_of(row.get("successes"))
@@ -228,8 +259,8 @@ def _rate_replicates(df: pd.DataFrame, boot: Bootstrap) -> dict[int, np.ndarray]
     same resamples."""
     per_name: dict[str, list[tuple[int, np.ndarray, np.ndarray]]] = {}
     attacked = df[df["attack"] != "none"] if "successes" in df.columns else df.iloc[:0]
-    for pos, (_, row) in zip(df.index.get_indexer(attacked.index), attacked.iterrows(),
-                             strict=True):
+    for pos, row in zip(df.index.get_indexer(attacked.index), attacked.to_dict("records"),
+                        strict=True):
         cols = _outcome_columns(row)
         if cols is not None:
             per_name.setdefault(attacked_images(row), []).append((int(pos), *cols))
@@ -279,7 +310,7 @@ def line_replicates(
     n, reps = len(scored), boot.replicates
     acc_by_model = _accuracy_replicates(scored, boot)
     nan = np.full(reps, np.nan)
-    accuracy = np.stack([acc_by_model.get(model_id(r), nan) for _, r in scored.iterrows()],
+    accuracy = np.stack([acc_by_model.get(model_id(r), nan) for r in scored.to_dict("records")],
                         axis=1) if n else np.empty((reps, 0))
     rate = np.full((reps, n), np.nan)
     for pos, col in _rate_replicates(scored, boot).items():
@@ -376,15 +407,16 @@ def family_replicates(
 
 def summary_intervals(
     summary: pd.DataFrame, reps: Replicates, behaviour: BehaviourRange | None = None,
-    base: str = BASE,
+    base: str = BASE, fams: dict[tuple[Any, ...], dict[str, np.ndarray]] | None = None,
 ) -> pd.DataFrame:
     """:func:`hrsbench.family_summary`'s table with ``mean_des_lo/hi``, ``slope_lo/hi`` and a
-    ``rank`` that admits ties (:func:`tied_ranks`), per comparison group."""
-    fams = family_replicates(reps, behaviour, base)
+    ``rank`` that admits ties (:func:`tied_ranks`), per comparison group (``fams``: the
+    :func:`family_replicates` of ``reps``, when already computed)."""
+    fams = family_replicates(reps, behaviour, base) if fams is None else fams
     out = summary.copy()
     for name in ("mean_des", "slope"):
         lo, hi = [], []
-        for _, row in summary.iterrows():
+        for row in summary.to_dict("records"):
             r = fams.get(_family_key(row), {}).get(name)
             b = reps.boot.bounds(r[:, None]) if r is not None else (np.nan, np.nan)
             lo.append(float(np.ravel(b[0])[0]))
@@ -397,7 +429,7 @@ def summary_intervals(
     return out
 
 
-def _family_key(row: pd.Series) -> tuple[Any, ...]:
+def _family_key(row: Mapping[str, Any]) -> tuple[Any, ...]:
     return tuple(row[c] for c in (*GROUP, "defense"))
 
 
@@ -423,7 +455,7 @@ def comparisons(
     """Every pair of families of one comparison group that both have mean-DES resamples, in
     the group's ranking order; the difference is resampled on the same pairs."""
     have = [(row["defense"], fams.get(_family_key(row), {}).get("mean_des"), row["mean_des"])
-            for _, row in group.iterrows()]
+            for row in group.to_dict("records")]
     have = [h for h in have if h[1] is not None and pd.notna(h[2])]
     have.sort(key=lambda h: -float(h[2]))
     out = []
@@ -444,7 +476,7 @@ def tied_ranks(
     ``"1="``. Without resamples for every ranked family the plain order of the point estimates
     is used (no ties can be claimed or excluded). Families without a mean DES get no rank."""
     ranked = group[group["mean_des"].notna()]
-    keys = [_family_key(r) for _, r in ranked.iterrows()]
+    keys = [_family_key(r) for r in ranked.to_dict("records")]
     if not all("mean_des" in fams.get(k, {}) for k in keys):
         order = ranked.sort_values("mean_des", ascending=False, kind="stable")["defense"]
         out = {d: str(i) for i, d in enumerate(order, start=1)}

@@ -44,6 +44,10 @@ from hrsbench.report.stats import (
 
 #: Columns, besides the model, that make one threat budget.
 BUDGET = ("dataset", "attack_strength", "targeted", "n_test", "n_clean", "seed")
+#: The columns of the lines the worst case reads.
+_USED = frozenset((*BUDGET, "model_key", "defense", "params", "params_key", "n_train", "epochs",
+                   "cell_key", "attack", "setting", "repeats", "stochastic", "clean_accuracy",
+                   "defense_rate", "successes", "successes_pick", "clean_correct"))
 #: Columns of :func:`worst_case`'s table.
 COLUMNS = (
     "dataset", "defense", "params", "model", "attack_strength", "targeted", "n_test", "n_lines",
@@ -138,7 +142,8 @@ def _stack(lines: pd.DataFrame, col: str) -> np.ndarray | None:
 def budget_of(lines: pd.DataFrame) -> Budget | None:
     """The lines' counts as one :class:`Budget`, or None when they lack per-example outcomes or
     disagree on the number of examples or draws."""
-    lines = lines.sort_values("cell_key", kind="stable") if "cell_key" in lines else lines
+    if "cell_key" in lines.columns:
+        lines = lines.iloc[np.argsort(lines["cell_key"].astype(str).to_numpy(), kind="stable")]
     successes = _stack(lines, "successes")
     repeats = {int(r) for r in lines["repeats"]} if "repeats" in lines else {1}
     if successes is None or len(repeats) != 1:
@@ -188,11 +193,12 @@ def worst_rate(budget: Budget, boot: Bootstrap | None) -> Worst | None:
 
 
 def _groups(lines: pd.DataFrame) -> dict[tuple[Hashable, ...], pd.DataFrame]:
-    keys = [(model_id(r), *(r.get(c) for c in BUDGET)) for _, r in lines.iterrows()]
-    out: dict[tuple[Hashable, ...], list[Any]] = {}
-    for key, idx in zip(keys, lines.index, strict=True):
-        out.setdefault(key, []).append(idx)
-    return {k: lines.loc[v] for k, v in out.items()}
+    models = [model_id(r) for r in lines.to_dict("records")]
+    columns = [lines[c].tolist() if c in lines.columns else [None] * len(lines) for c in BUDGET]
+    out: dict[tuple[Hashable, ...], list[int]] = {}
+    for pos, key in enumerate(zip(models, *columns, strict=True)):
+        out.setdefault(key, []).append(pos)
+    return {k: lines.iloc[v] for k, v in out.items()}
 
 
 def _interval(boot: Bootstrap | None, reps: np.ndarray | None) -> tuple[float, float]:
@@ -212,6 +218,7 @@ def worst_case(
     outcomes."""
     boot = reps.boot if reps is not None else None
     lines = _eps_lines(df)
+    lines = lines[[c for c in lines.columns if c in _USED]]  # cheaper copies per budget
     rows: list[dict[str, Any]] = []
     worst: dict[tuple[Hashable, ...], tuple[Worst | None, Worst | None]] = {}
     for key, group in _groups(lines).items():
@@ -224,10 +231,10 @@ def worst_case(
         white = budget_of(group[group["setting"] == "whitebox"])
         worst[key] = (worst_rate(budget, boot), worst_rate(white, boot) if white else None)
         rows.append(_row(key, group, budget.strongest(), worst[key], boot))
+    _attach_des(rows, worst, reps, base, eta)
     table = pd.DataFrame(rows, columns=list(COLUMNS))
     if table.empty:
         return table
-    _attach_des(table, worst, reps, base, eta)
     return table.sort_values(["dataset", "attack_strength", "targeted", "n_test", "defense"],
                              kind="stable").reset_index(drop=True)
 
@@ -271,25 +278,24 @@ def _row(key: tuple[Hashable, ...], group: pd.DataFrame, strongest: str,
     return row
 
 
-def _attach_des(table: pd.DataFrame, worst: dict[tuple[Hashable, ...], tuple[Any, Any]],
+def _attach_des(rows: list[dict[str, Any]], worst: dict[tuple[Hashable, ...], tuple[Any, Any]],
                 reps: Replicates | None, base: str, eta: float) -> None:
-    """Fill Δt and both DES columns of ``table`` against the base model of each budget."""
-    keys = list(worst)  # in the order of the table's rows
-    base_of: dict[tuple[Any, ...], tuple[Hashable, ...]] = {}
-    for key, defense in zip(keys, table["defense"], strict=True):
-        if defense == base:
-            base_of.setdefault(key[1:], key)
-    for i, key in enumerate(keys):
-        bkey = base_of.get(key[1:])
-        if bkey is None or bkey == key:
-            if bkey is None:
-                table.loc[i, "des_note"] = table.loc[i, "des_note"] or f"no {base!r} model"
+    """Fill Δt and both DES of each row against the base model of its budget."""
+    keys = list(worst)  # in the order of the rows
+    base_of: dict[tuple[Any, ...], int] = {}
+    for i, (key, row) in enumerate(zip(keys, rows, strict=True)):
+        if row["defense"] == base:
+            base_of.setdefault(key[1:], i)
+    for i, (key, row) in enumerate(zip(keys, rows, strict=True)):
+        b = base_of.get(key[1:])
+        if b is None or b == i:
+            if b is None:
+                row["des_note"] = row["des_note"] or f"no {base!r} model"
             continue
-        base_acc = float(table.loc[keys.index(bkey), "clean_accuracy"])
-        table.loc[i, "delta_t"] = base_acc - float(table.loc[i, "clean_accuracy"])
-        dt_reps = _delta_t_reps(reps, bkey[0], key[0])
+        row["delta_t"] = float(rows[b]["clean_accuracy"]) - float(row["clean_accuracy"])
+        dt_reps = _delta_t_reps(reps, keys[b][0], key[0])
         for j, name in enumerate(("adaptive_des", "whitebox_des")):
-            _des_cell(table, i, name, worst[key][j], worst[bkey][j], dt_reps, eta, reps)
+            _des_cell(row, name, worst[key][j], worst[keys[b]][j], dt_reps, eta, reps)
 
 
 def _delta_t_reps(reps: Replicates | None, base_model: Hashable,
@@ -300,17 +306,17 @@ def _delta_t_reps(reps: Replicates | None, base_model: Hashable,
     return None if a is None or b is None else a - b
 
 
-def _des_cell(table: pd.DataFrame, i: int, name: str, mine: Worst | None, theirs: Worst | None,
+def _des_cell(row: dict[str, Any], name: str, mine: Worst | None, theirs: Worst | None,
               dt_reps: np.ndarray | None, eta: float, reps: Replicates | None) -> None:
     if mine is None or theirs is None:
         return
-    denominator = float(table.loc[i, "delta_t"]) + eta
+    denominator = float(row["delta_t"]) + eta
     if denominator <= 0:
-        note = table.loc[i, "des_note"]
-        table.loc[i, "des_note"] = "; ".join(filter(None, [note, "no DES: Δt + η ≤ 0"]))
+        if "Δt + η ≤ 0" not in (row["des_note"] or ""):
+            row["des_note"] = "; ".join(filter(None, [row["des_note"], "no DES: Δt + η ≤ 0"]))
         return
-    table.loc[i, name] = (mine.rate - theirs.rate) / denominator
+    row[name] = (mine.rate - theirs.rate) / denominator
     if reps is None or dt_reps is None or mine.reps is None or theirs.reps is None:
         return
     des = ratio(mine.reps - theirs.reps, dt_reps + eta)
-    table.loc[i, f"{name}_lo"], table.loc[i, f"{name}_hi"] = _interval(reps.boot, des)
+    row[f"{name}_lo"], row[f"{name}_hi"] = _interval(reps.boot, des)
