@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from hrsbench.config import RunConfig
+from hrsbench.errors import HrsbenchError
 from hrsbench.params import defaults, instantiate
 from hrsbench.plugins import Registry
 from hrsbench.record import (
@@ -38,7 +39,7 @@ def grid(axes: dict[str, list[Any]]) -> list[dict[str, Any]]:
 
 def combinations(entry: Any) -> list[dict[str, Any]]:
     """A config entry's parameter sets: its literal ``params`` merged with each grid point."""
-    return [{**entry.params, **point} for point in grid(getattr(entry, "grid", {}) or {})]
+    return [{**entry.params, **point} for point in grid(entry.grid)]
 
 
 @dataclass(frozen=True)
@@ -187,9 +188,19 @@ def _threat_cells(cfg: RunConfig, registry: Registry, clean: Cell) -> list[Cell]
                 clean, attack=t.name, attack_params=tfull,
                 attack_strength=float(tfull[tcls.strength]), setting="whitebox", targeted=False,
                 kind="threat", attack_package=reg.package, attack_version=reg.version,
-                traits=traits, threat_kind=Kind(getattr(tcls, "kind", Kind.THREAT)).value,
+                traits=traits, threat_kind=threat_kind(tcls),
             ))
     return cells
+
+
+def threat_kind(tcls: type) -> str:
+    """The kind a threat class declares (``Threat.kind``), checked against the schema's."""
+    kind = getattr(tcls, "kind", Kind.THREAT)
+    allowed = [k.value for k in Kind if k not in (Kind.CLEAN, Kind.EVASION)]
+    if kind not in allowed:
+        raise HrsbenchError(f"threat {tcls.name!r} declares kind {kind!r}; use one of "
+                            f"{', '.join(allowed)}")
+    return str(Kind(kind).value)
 
 
 def _settings_for(traits: Traits) -> set[str]:

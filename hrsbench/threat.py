@@ -66,6 +66,9 @@ class Threat(ABC):
     name: ClassVar[str]
     #: The parameter reported as a result line's ``attack_strength`` (e.g. a kernel size).
     strength: ClassVar[str]
+    #: What the result line records as ``threat.kind``: ``"reprogramming"``, or ``"threat"``
+    #: for a threat of no kind the schema names (docs/results-schema.md).
+    kind: ClassVar[str] = "threat"
 
     @abstractmethod
     def run(self, model: nn.Module, ctx: ThreatContext) -> dict[str, Any]:

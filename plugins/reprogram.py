@@ -255,6 +255,7 @@ class Reprogram(Threat):
 
     name = "reprogram"
     strength = "kernel"
+    kind = "reprogramming"
 
     kernel: int = 3
     epochs: int = 50
