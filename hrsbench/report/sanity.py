@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from hrsbench.record import Kind
-from hrsbench.report.frame import model_id
+from hrsbench.report.frame import missing, model_id
 from hrsbench.report.stats import paired_difference
 
 PASS, FAIL, UNKNOWN = "pass", "fail", "unknown"
@@ -110,7 +110,7 @@ def _large_eps_target(line: Line, th: Thresholds) -> float:
     gives the wanted label about as often as it labels clean images correctly; a noisy model
     that is right on 62 % of clean draws cannot be driven to 95 % by honest gradients."""
     clean = line.get("clean_accuracy")
-    if clean is None or (isinstance(clean, float) and math.isnan(clean)):
+    if missing(clean):
         return th.large_eps_asr
     return min(th.large_eps_asr, float(clean))
 
