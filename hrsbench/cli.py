@@ -154,7 +154,11 @@ def run(
     places are checked before any model is built."""
     from hrsbench.config import load_config
 
-    cfg, source = load_config(config)  # first: a config mistake fails before heavy imports
+    # The cheap checks first: a config or output mistake fails before the engine's imports.
+    cfg, source = load_config(config)
+    out = out or Path("runs") / Path(config or "quick").stem
+    if not dry_run:
+        leaderboard = check_places(out, leaderboard, cache_dir)
     from hrsbench.executors import make_executor
     from hrsbench.locks import run_lock
     from hrsbench.runner import run as run_cells
@@ -162,11 +166,9 @@ def run(
     runner = make_executor(executor, ray_address, threads_per_task, device)
     check_device(device, executor)
     reg = check_plan(cfg)
-    out = out or Path("runs") / Path(config or "quick").stem
     if dry_run:
         print_plan(cfg, reg, out, cache_dir, source)
         return
-    leaderboard = check_places(out, leaderboard, cache_dir)
     check_data(cfg, reg, data_dir)
     with run_lock(out, wait, on_wait=lambda who: print(f"waiting for {who}, which holds {out}",
                                                        flush=True)):
