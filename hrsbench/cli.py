@@ -436,7 +436,8 @@ def repair(
     from hrsbench.results import repair as repair_file
 
     check_results([results])
-    with run_lock(results.parent):  # a run appending meanwhile would lose lines
+    # a run appending meanwhile would lose lines
+    with run_lock(results.parent, advice="repair it when that run has finished"):
         kept, moved = repair_file(results)
     where = f"; moved to {results}.bad" if moved else ""
     console.print(f"{results}: kept {kept} line(s), {moved} bad{where}", markup=False,

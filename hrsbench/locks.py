@@ -34,10 +34,12 @@ def _holder(note: Path) -> str:
 
 @contextmanager
 def run_lock(
-    out: Path, wait: bool = False, on_wait: Callable[[str], None] | None = None
+    out: Path, wait: bool = False, on_wait: Callable[[str], None] | None = None,
+    advice: str = "let it finish, add --wait to start after it, or choose another --out",
 ) -> Iterator[None]:
-    """Hold ``out``'s run lock for the block. Another holder means a one-line refusal naming it,
-    or, with ``wait``, blocking until it finishes (``on_wait`` hears whom it waits for)."""
+    """Hold ``out``'s run lock for the block. Another holder means a one-line refusal naming it
+    and ending in ``advice``, or, with ``wait``, blocking until it finishes (``on_wait`` hears
+    whom it waits for)."""
     out.mkdir(parents=True, exist_ok=True)
     lock, note = FileLock(out / RUN_LOCK), out / f"{RUN_LOCK}.owner"
     try:
@@ -46,8 +48,7 @@ def run_lock(
         holder = _holder(note)
         if not wait:
             raise HrsbenchError(
-                f"{out} is in use by another hrsbench run ({holder}); let it finish, add --wait "
-                "to start after it, or choose another --out"
+                f"{out} is in use by another hrsbench run ({holder}); {advice}"
             ) from None
         if on_wait:
             on_wait(holder)

@@ -34,11 +34,12 @@ strengths = [0.1, 0.2]
 """
 
 
-def test_second_run_on_a_held_folder_is_refused_naming_the_holder(tmp_path):
+def test_second_run_on_a_held_folder_is_refused_naming_the_holder(tmp_path, data_dir):
     cfg = tmp_path / "c.toml"
     cfg.write_text(TINY)
     with run_lock(tmp_path / "o"):
-        result = CliRunner().invoke(app, ["run", str(cfg), "--out", str(tmp_path / "o")])
+        result = CliRunner().invoke(app, ["run", str(cfg), "--out", str(tmp_path / "o"),
+                                          "--data-dir", str(data_dir)])
     assert result.exit_code == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and f"pid {os.getpid()}" in lines[0] and "--wait" in lines[0]

@@ -97,3 +97,14 @@ def test_train_time_adds_every_process_share(tmp_path: Path) -> None:
     resumed = trainer()
     resumed.fit(model, checkpoint="k")
     assert resumed.earlier_s == pytest.approx(state["seconds"])
+
+
+def test_repair_waits_for_no_run(tmp_path: Path) -> None:
+    """A run appending while repair rewrites the file would lose lines: repair is refused."""
+    from hrsbench.locks import run_lock
+
+    path = write(tmp_path / "results.jsonl", GOOD, "{to")
+    with run_lock(tmp_path):
+        result = invoke("repair", path)
+    assert result.exit_code == 1 and "repair it when that run has finished" in result.stderr
+    assert path.read_text().endswith("{to")
