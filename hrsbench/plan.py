@@ -20,7 +20,7 @@ import dataclasses
 import heapq
 import statistics
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -115,17 +115,71 @@ def model_pieces(cells: Sequence[Cell], plugins: Any) -> dict[str, Pieces]:
     return out
 
 
+#: Prefix of a piece task's id (a model task's id is its model key, a cell's its cell key).
+PIECE = "piece:"
+
+
+@dataclass(frozen=True)
+class Piece:
+    """A piece trained as a task of its own, by the first model that uses it."""
+
+    key: str
+    model: str
+    #: The model's other pieces of this piece's shape or later ones: the task's cache pretends
+    #: to hold them, so the defense's ``fit`` trains this piece alone.
+    pretend: tuple[str, ...]
+    #: Ids of the tasks training the model's pieces of earlier shapes (this piece sits on them).
+    after: tuple[str, ...]
+    label: str
+
+
+def piece_graph(pieces: dict[str, Pieces], parallel: set[str],
+                cached: Callable[[str], bool] = lambda key: False,
+                ) -> tuple[list[Piece], dict[str, tuple[str, ...]]]:
+    """Piece tasks, and each model's dependencies (task ids).
+
+    The first model to use a piece trains it: as a task of its own when its defense declares
+    ``parallel_pieces`` (its pieces of one shape are independent given those of earlier shapes,
+    as HRS's channels of one block given the blocks below), else inside its model task. A
+    later model using that piece waits for whichever task trains it and loads it.
+    """
+    owner: dict[str, str] = {}
+    out: list[Piece] = []
+    after: dict[str, tuple[str, ...]] = {}
+    for model, ps in pieces.items():
+        if model in parallel:
+            out += _own_pieces(model, ps, owner, cached)
+        after[model] = tuple(sorted({owner[p] for p in ps if p in owner and owner[p] != model}))
+        for p in ps:
+            owner.setdefault(p, model)
+    return out, after
+
+
+def _own_pieces(model: str, ps: Pieces, owner: dict[str, str],
+                cached: Callable[[str], bool]) -> list[Piece]:
+    levels = list(dict.fromkeys(ps.values()))
+    level = {p: levels.index(shape) for p, shape in ps.items()}
+    mine = [p for p in ps if p not in owner and not cached(p)]
+    for p in mine:
+        owner[p] = PIECE + p
+    out = []
+    for i, p in enumerate(mine, start=1):
+        lower = {owner[q] for q in ps if level[q] < level[p] and q in owner}
+        pretend = tuple(q for q in ps if level[q] >= level[p] and q != p)
+        out.append(Piece(p, model, pretend, tuple(sorted(lower)), f"piece {i}/{len(mine)}"))
+    return out
+
+
 def sharing(pieces: dict[str, Pieces]) -> dict[str, tuple[str, ...]]:
     """For each model, the earlier models it waits for: the first model to use a piece trains
     it, and every later model using that piece runs after it (and loads it from the cache)."""
-    owner: dict[str, str] = {}
-    after: dict[str, tuple[str, ...]] = {}
-    for key, ps in pieces.items():
-        waits = {owner[p] for p in ps if p in owner and owner[p] != key}
-        after[key] = tuple(sorted(waits))
-        for p in ps:
-            owner.setdefault(p, key)
-    return after
+    return piece_graph(pieces, set())[1]
+
+
+def parallel_models(cells: Sequence[Cell], plugins: Any) -> set[str]:
+    """Models whose defense declares ``parallel_pieces``."""
+    return {c.model_key for c in cells
+            if getattr(plugins.get("defense", c.defense), "parallel_pieces", False)}
 
 
 def new_pieces(pieces: dict[str, Pieces]) -> dict[str, Counter[str]]:
@@ -323,8 +377,29 @@ class Plan:
         return [dataclasses.replace(t, done=False) for t in self.tasks]
 
 
+def ordered(tasks: Sequence[Task]) -> list[Task]:
+    """``tasks`` with every task after those it needs (stable otherwise)."""
+    index = {t.key: t for t in tasks}
+    out: list[Task] = []
+    seen: set[str] = set()
+
+    def visit(t: Task) -> None:
+        if t.key in seen:
+            return
+        seen.add(t.key)
+        for a in t.after:
+            if a in index:
+                visit(index[a])
+        out.append(t)
+
+    for t in tasks:
+        visit(t)
+    return out
+
+
 def critical_path(tasks: Sequence[Task]) -> tuple[float, list[Task]]:
     """The longest chain of dependent tasks (seconds, chain from first to last)."""
+    tasks = ordered(tasks)
     index = {t.key: t for t in tasks}
     finish: dict[str, tuple[float, str | None]] = {}
     for t in tasks:  # tasks come in dependency order: a model before its cells and sharers
@@ -344,6 +419,7 @@ def critical_path(tasks: Sequence[Task]) -> tuple[float, list[Task]]:
 def makespan(tasks: Sequence[Task], workers: int) -> float:
     """Wall time of a list schedule on ``workers`` equal workers: a ready task with the longest
     chain behind it starts first (what a task-graph scheduler achieves, near enough)."""
+    tasks = ordered(tasks)
     index = {t.key: t for t in tasks}
     children: dict[str, list[str]] = {t.key: [] for t in tasks}
     waiting = {t.key: len([a for a in t.after if a in index]) for t in tasks}
@@ -375,14 +451,20 @@ def build_plan(cells: Sequence[Cell], done: set[str], cache: ModelCache, plugins
                history: History) -> Plan:
     """Models (cached or not) and cells (done or not) of a run, with estimated costs."""
     pieces = model_pieces(cells, plugins)
-    after, new = sharing(pieces), new_pieces(pieces)
+    parallel = parallel_models(cells, plugins)
+    piece_list, after = piece_graph(pieces, parallel)
+    new = new_pieces(pieces)
     rates = training_rates(history, plugins)
-    tasks: list[Task] = []
     firsts: dict[str, Cell] = {}
     for c in cells:
         firsts.setdefault(c.model_key, c)
+    tasks = [_piece_task(p, firsts[p.model], pieces[p.model][p.key], cache, plugins, rates)
+             for p in piece_list]
     for key, c in firsts.items():
-        cost, basis = _model_cost(c, new[key], history, rates)
+        if key in parallel:
+            cost, basis = 0.0, "assembled from its piece tasks"
+        else:
+            cost, basis = _model_cost(c, new[key], history, rates)
         tasks.append(Task(key, "model", model_label(c, plugins), cache.path(key).exists(),
                           cost, basis, after[key]))
     for c in cells:
@@ -394,6 +476,15 @@ def build_plan(cells: Sequence[Cell], done: set[str], cache: ModelCache, plugins
             task.check = history.cell_cost(c, skip_own=True)[0]
         tasks.append(task)
     return Plan(tasks)
+
+
+def _piece_task(p: Piece, c: Cell, shape: str, cache: ModelCache, plugins: Any,
+                rates: dict[tuple[str, str | None], Rates]) -> Task:
+    rate = rates.get((c.dataset, c.defense))
+    cost = None if rate is None else rate.cost(Counter([shape]), max(c.epochs, 1))
+    basis = "no timing" if rate is None else "per epoch and piece"
+    return Task(PIECE + p.key, "piece", f"{model_label(c, plugins)} · {p.label}",
+                cache.path(p.key).exists(), cost, basis, p.after)
 
 
 def _model_cost(c: Cell, new: Counter[str], history: History,
@@ -464,6 +555,10 @@ def render(plan: Plan) -> list[str]:
         state = "cached" if m.done else "to train"
         cost = "?" if m.cost is None else _dur(m.cost)
         lines.append(f"  {m.label:<34} {state:<9} {cost:>9}  ({m.basis})")
+    if pieces := [t for t in tasks if t.kind == "piece"]:
+        todo = [t for t in pieces if not t.done]
+        lines.append(f"  {len(pieces)} pieces train as tasks of their own ({len(todo)} to train, "
+                     f"{_dur(sum(t.seconds for t in todo))})")
     lines.append("cells (per model): done / total, estimated seconds of the cells to run")
     for m in (t for t in tasks if t.kind == "model"):
         cells = [t for t in tasks if t.kind == "cell" and t.after == (m.key,)]

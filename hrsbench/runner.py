@@ -40,7 +40,15 @@ from hrsbench.metrics import (
 )
 from hrsbench.outcomes import encode_counts
 from hrsbench.params import instantiate
-from hrsbench.plan import cell_label, model_label, model_pieces, sharing
+from hrsbench.plan import (
+    PIECE,
+    Piece,
+    cell_label,
+    model_label,
+    model_pieces,
+    parallel_models,
+    piece_graph,
+)
 from hrsbench.plugins import Registry, guarded, registry
 from hrsbench.record import Metrics, Provenance, ResultLine
 from hrsbench.report.sanity import write_report
@@ -115,12 +123,12 @@ def run(
 
     job = Job(cfg, reg if executor.in_process else PluginTable.of(reg),
               data_dir, cache_dir, device, progress if executor.in_process else None)
-    after = {} if executor.in_process else sharing(model_pieces(todo, reg))
+    pieces, after = ([], {}) if executor.in_process else _piece_graph(todo, reg, cache_dir)
     writer = _Writer(store, ModelCache(cache_dir), config_hash or cfg.hash, report,
                      (len(cells) - len(todo), len(cells)), len({c.model_key for c in todo}))
     _DATA.clear()  # a run reads its data afresh (a test may swap the files in between)
     try:
-        raise_failures(executor.run(_tasks(todo, job, after, reg), writer))
+        raise_failures(executor.run(_tasks(todo, job, pieces, after, reg), writer))
     finally:
         _DATA.clear()
     return _finish(out, [store.records[c.key] for c in cells], reg)
@@ -245,13 +253,61 @@ def run_cell(trained: TrainedModel, job: Job, cell: Cell) -> tuple[dict[str, Any
     return metrics, time.perf_counter() - start
 
 
-def _tasks(todo: list[Cell], job: Job, after: dict[str, tuple[str, ...]],
+def _piece_graph(todo: list[Cell], reg: Registry,
+                 cache_dir: Path | None) -> tuple[list[Piece], dict[str, tuple[str, ...]]]:
+    """Piece tasks and model dependencies for tasks that run in parallel (hrsbench.plan)."""
+    cache = ModelCache(cache_dir)
+    cached = lambda key: cache.path(key).exists()  # noqa: E731
+    # A cached model loads whole: its pieces need no tasks.
+    parallel = {m for m in parallel_models(todo, reg) if not cached(m)}
+    return piece_graph(model_pieces(todo, reg), parallel, cached)
+
+
+class _PieceCache(ModelCache):
+    """The model cache as one piece task sees it: the model's other pieces of the piece's
+    shape and later ones look present (untouched, never saved), so the defense's ``fit``
+    trains the one piece, on the real pieces of earlier shapes below it."""
+
+    def __init__(self, root: Path | None, pretend: tuple[str, ...]) -> None:
+        super().__init__(root)
+        self.pretend = set(pretend)
+
+    def load(self, key: str, model: nn.Module) -> bool:
+        return key in self.pretend or super().load(key, model)
+
+    def save(self, key: str, model: nn.Module) -> None:
+        if key not in self.pretend:
+            super().save(key, model)
+
+
+def train_piece(job: Job, cell: Cell, pretend: tuple[str, ...]) -> None:
+    """Task: train one piece of ``cell``'s model into the cache (see :class:`_PieceCache`)."""
+    cfg, dev = job.cfg, torch.device(job.device)
+    dataset: Dataset = job.plugins.get("dataset", cfg.dataset)()
+    x_train, y_train = job.data("train")
+    cache = _PieceCache(job.cache_dir, pretend)
+    trainer = Trainer(
+        torch.from_numpy(x_train), torch.from_numpy(y_train), epochs=cfg.epochs, seed=cfg.seed,
+        cache=cache, device=dev, key=cell.training_key, progress=job.train_progress,
+    )
+    defense = job.defense(cell)
+    torch.manual_seed(cell.seed)
+    with guarded(defense, "build"):
+        model = defense.build(dataset).to(dev, memory_format=FAST_LAYOUT)
+    with guarded(defense, "fit"):
+        defense.fit(model, trainer, dataset)
+
+
+def _tasks(todo: list[Cell], job: Job, pieces: list[Piece], after: dict[str, tuple[str, ...]],
            reg: Registry) -> list[Task]:
-    """A model task per model (after the models whose pieces it reuses), then its cells."""
+    """Piece tasks, then a model task per model (after the tasks training pieces it uses),
+    each followed by its cells."""
     groups: dict[str, list[Cell]] = {}
     for c in todo:
         groups.setdefault(c.model_key, []).append(c)
-    tasks = []
+    tasks = [Task(PIECE + p.key, f"{model_label(groups[p.model][0], reg)} · {p.label}", "piece",
+                  train_piece, (job, groups[p.model][0], p.pretend), after=p.after)
+             for p in pieces]
     for key, group in groups.items():
         label = model_label(group[0], reg)
         tasks.append(Task(key, label, "model", train_model, (job, group[0]),
@@ -273,7 +329,7 @@ class _Writer:
     def __call__(self, task: Task, result: Any) -> None:
         if task.kind == "model":
             self.model_done(task.key, result)
-        else:
+        elif task.kind == "cell":
             self.cell_done(task.args[1], *result)
 
     def model_done(self, key: str, trained: TrainedModel) -> None:

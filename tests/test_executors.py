@@ -8,11 +8,14 @@ import os
 import types
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pytest
+from hrsbench_plugins.hrs import HRS
 
 from hrsbench import Attack, HrsbenchError, hookimpl
+from hrsbench.cells import expand
 from hrsbench.config import parse_config
 from hrsbench.executors import (
     LocalExecutor,
@@ -22,6 +25,7 @@ from hrsbench.executors import (
     make_executor,
     raise_failures,
 )
+from hrsbench.plan import model_pieces, parallel_models, piece_graph
 from hrsbench.plugins import load_registry
 from hrsbench.results import read_lines
 from hrsbench.runner import run
@@ -248,3 +252,47 @@ def test_failing_cell_is_one_line_and_others_are_kept(ray_cluster, tmp_path, dat
     assert "\n" not in message and "faulty" in message and "faulty attack raised" in message
     kept = read_lines(tmp_path / "out" / "results.jsonl")
     assert sorted(r.threat.name for r in kept) == ["fgsm", "fgsm", "none", "none"]
+
+
+@dataclass
+class ParallelHRS(HRS):
+    """HRS declaring what Algorithm 1 allows: channels of one block train independently."""
+
+    name: ClassVar[str] = "hrs-parallel"
+    parallel_pieces: ClassVar[bool] = True
+
+
+@pytest.fixture
+def hrs_reg():
+    registry = load_registry()
+    mod = types.ModuleType("parallel_hrs_plugin")
+
+    @hookimpl
+    def register_defenses(register):
+        register(ParallelHRS)
+
+    mod.register_defenses = register_defenses
+    registry.add_module(mod, "test-plugins", "0")
+    return registry
+
+
+HRS_RUN = {"dataset": "mnist", "n_train": 300, "n_test": 1, "n_clean": 50, "epochs": 1,
+           "repeats": 1, "defenses": [{"name": "hrs-parallel", "grid": {"channels": [[2, 2],
+                                                                                    [3, 3]]}}],
+           "attacks": [{"name": "fgsm", "strengths": [0.2]}]}
+
+
+def test_hrs_channels_as_tasks_give_the_sequential_lines(ray_cluster, tmp_path, data_dir,
+                                                         hrs_reg):
+    cfg = parse_config(HRS_RUN)
+    pieces, after = piece_graph(model_pieces(expand(cfg, hrs_reg), hrs_reg),
+                                parallel_models(expand(cfg, hrs_reg), hrs_reg))
+    assert len(pieces) == 4 + 4  # 2×2's four channels, then 3×3's third block-1 channel and
+    assert all(len(a) >= 4 for a in after.values())  # its block 2; models wait for pieces
+    remote = run(cfg, tmp_path / "ray", data_dir=data_dir, cache_dir=tmp_path / "c1",
+                 reg=hrs_reg, executor=RayExecutor(threads_per_task=1))
+    local = run(cfg, tmp_path / "local", data_dir=data_dir, cache_dir=tmp_path / "c2",
+                reg=hrs_reg, executor=LocalExecutor(threads_per_task=1))
+    assert len(local) == 4 and without_timings(local) == without_timings(remote)
+    assert sorted(p.name for p in (tmp_path / "c1").glob("*.pt")) == sorted(
+        p.name for p in (tmp_path / "c2").glob("*.pt"))
