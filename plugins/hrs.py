@@ -224,6 +224,9 @@ class HRS(Defense):
     name: ClassVar[str] = "hrs"
     strength: ClassVar[str | None] = "channels"
     stochastic: ClassVar[bool] = True
+    #: Algorithm 1 trains each channel on the blocks below only (its own seeds, its own cache
+    #: file), so a task-graph executor may train the channels of a block in parallel.
+    parallel_pieces: ClassVar[bool] = True
 
     #: Channels per block, bottom first: [10, 10], [5, 5, 5] (one width per block).
     channels: tuple[int, ...] = (10, 10)
