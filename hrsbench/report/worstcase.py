@@ -293,6 +293,10 @@ def _attach_des(rows: list[dict[str, Any]], worst: dict[tuple[Hashable, ...], tu
                 row["des_note"] = row["des_note"] or f"no {base!r} model"
             continue
         row["delta_t"] = float(rows[b]["clean_accuracy"]) - float(row["clean_accuracy"])
+        if -eta < row["delta_t"] < 0:
+            row["des_note"] = "; ".join(filter(None, [
+                row["des_note"], f"more accurate than {base!r}: Δt + η = "
+                f"{100 * (row['delta_t'] + eta):.2f} pp makes DES large"]))
         dt_reps = _delta_t_reps(reps, keys[b][0], key[0])
         for j, name in enumerate(("adaptive_des", "whitebox_des")):
             _des_cell(row, name, worst[key][j], worst[keys[b]][j], dt_reps, eta, reps)
