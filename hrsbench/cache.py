@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -19,7 +20,13 @@ __all__ = ["ModelCache", "atomic_save", "atomic_write", "default_cache_dir", "sa
 
 
 def atomic_save(obj: Any, path: Path) -> None:
-    atomic_write(path, lambda tmp: torch.save(obj, tmp))
+    """``torch.save`` atomically; a failed write (torch reports a full disk as a RuntimeError)
+    is an OSError naming the file, which the CLI prints as one line."""
+    try:
+        atomic_write(path, lambda tmp: torch.save(obj, tmp))
+    except RuntimeError as e:
+        raise OSError(errno.EIO, f"cannot write the checkpoint ({str(e).splitlines()[0]}); "
+                      "is the disk full?", str(path)) from e
 
 
 def safe_load(path: Path) -> Any:

@@ -7,6 +7,7 @@ downstream sees the current schema only. Light: no torch, ART or matplotlib.
 
 from __future__ import annotations
 
+import errno
 import os
 import warnings
 from pathlib import Path
@@ -129,9 +130,16 @@ class ResultStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         data = (line.to_json() + "\n").encode()
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        size = os.fstat(fd).st_size
         try:
-            os.write(fd, data)
+            if os.write(fd, data) != len(data):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
             os.fsync(fd)
+        except OSError as e:
+            # Cut off what part of the line got written (a full disk): the next append must
+            # start on a fresh line, not extend a torn one into a malformed middle line.
+            os.ftruncate(fd, size)
+            raise OSError(e.errno, e.strerror, str(self.path)) from e
         finally:
             os.close(fd)
         self.records[line.provenance.cell_key] = line

@@ -108,3 +108,42 @@ def test_repair_waits_for_no_run(tmp_path: Path) -> None:
         result = invoke("repair", path)
     assert result.exit_code == 1 and "repair it when that run has finished" in result.stderr
     assert path.read_text().endswith("{to")
+
+
+def test_full_disk_is_one_line_naming_the_file_and_leaves_no_torn_line(tmp_path, monkeypatch):
+    """A short write on a full disk is cut back, so the next append starts a fresh line, and
+    the error names the file and the fix."""
+    import errno
+    import os
+
+    from hrsbench.paths import os_error_line
+    from hrsbench.results import ResultStore
+
+    store = ResultStore(tmp_path / "results.jsonl")
+    store.append(parse_line(json.dumps(GOOD[0])))
+    before = store.path.read_bytes()
+    real_write = os.write
+
+    def half_write(fd, data):
+        return real_write(fd, data[: len(data) // 2])
+
+    monkeypatch.setattr(os, "write", half_write)
+    with pytest.raises(OSError) as info:
+        store.append(parse_line(json.dumps(GOOD[1])))
+    assert info.value.errno == errno.ENOSPC and info.value.filename == str(store.path)
+    assert store.path.read_bytes() == before
+    assert os_error_line(info.value) == (f"{store.path}: No space left on device; the disk is "
+                                         "full; free some space and rerun (finished work is kept)")
+
+
+def test_checkpoint_write_failure_names_the_file(tmp_path, monkeypatch):
+    from hrsbench.cache import atomic_save
+
+    def full(obj, f):
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704")
+
+    monkeypatch.setattr(torch, "save", full)
+    with pytest.raises(OSError, match="is the disk full") as info:
+        atomic_save({}, tmp_path / "m.pt")
+    assert info.value.filename == str(tmp_path / "m.pt")
+    assert not list(tmp_path.iterdir())  # no temporary file left behind
