@@ -252,6 +252,12 @@ def test_failing_cell_is_one_line_and_others_are_kept(ray_cluster, tmp_path, dat
     assert "\n" not in message and "faulty" in message and "faulty attack raised" in message
     kept = read_lines(tmp_path / "out" / "results.jsonl")
     assert sorted(r.threat.name for r in kept) == ["fgsm", "fgsm", "none", "none"]
+    # The folder a Ray run left resumes under the local executor: only new cells run.
+    before = (tmp_path / "out" / "results.jsonl").read_bytes()
+    again = go(tmp_path / "out", data_dir, cached_models[0], LocalExecutor(), reg,
+               attacks=[{"name": "fgsm", "strengths": [0.1, 0.2]}])
+    after = (tmp_path / "out" / "results.jsonl").read_bytes()
+    assert len(again) == 6 and after.startswith(before) and len(after.splitlines()) == 6
 
 
 @dataclass
@@ -296,3 +302,4 @@ def test_hrs_channels_as_tasks_give_the_sequential_lines(ray_cluster, tmp_path, 
     assert len(local) == 4 and without_timings(local) == without_timings(remote)
     assert sorted(p.name for p in (tmp_path / "c1").glob("*.pt")) == sorted(
         p.name for p in (tmp_path / "c2").glob("*.pt"))
+
