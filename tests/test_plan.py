@@ -115,3 +115,51 @@ def test_plan_estimates_new_cells_from_similar_ones(tiny_run):
     assert {t.basis for t in attacked} == {"other strength"}
     times = sorted(r["time_s"] for r in rows if r["attack"] == "pgd")
     assert all(t.cost == pytest.approx(sum(times) / 2) for t in attacked)
+
+
+def test_cli_dry_run_prints_the_plan_and_runs_nothing(tiny_run, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from hrsbench.cli import app
+
+    cfg, out, cache = tiny_run
+    config = tmp_path / "tiny.toml"
+    config.write_text(_toml(cfg))
+    monkeypatch.setattr("hrsbench.runner.obtain_model", lambda *a: pytest.fail("trained"))
+    result = CliRunner().invoke(app, ["run", str(config), "--out", str(out), "--cache-dir",
+                                      str(cache), "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert "to run: 0 tasks" in result.output and "critical path" in result.output
+    assert "8 workers" in result.output and "64 workers" in result.output
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--executor", "dask"], "unknown executor 'dask'"),
+    (["--ray-address", "auto"], "--ray-address needs --executor ray"),
+    (["--executor", "ray", "--device", "cuda:1"], "use --device cuda"),
+])
+def test_cli_bad_executor_options_are_one_line(tmp_path, args, message):
+    from typer.testing import CliRunner
+
+    from hrsbench.cli import app
+
+    result = CliRunner().invoke(app, ["run", "--out", str(tmp_path), "--dry-run", *args])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def _toml(cfg: dict) -> str:
+    """The tiny config as TOML (flat keys, then one table per defense and attack)."""
+    import json
+
+    lines = [f"{k} = {json.dumps(v)}" for k, v in cfg.items() if not isinstance(v, list)]
+    for table in ("defenses", "attacks"):
+        for entry in cfg[table]:
+            lines.append(f"[[{table}]]")
+            for k, v in entry.items():
+                if isinstance(v, dict):
+                    inner = ", ".join(f"{a} = {json.dumps(b)}" for a, b in v.items())
+                    lines.append(f"{k} = {{ {inner} }}")
+                else:
+                    lines.append(f"{k} = {json.dumps(v)}")
+    return "\n".join(lines) + "\n"
