@@ -31,9 +31,11 @@ _EXPORTS = {
     "GradientAttack": "hrsbench.gradient",
     "HrsbenchError": "hrsbench.errors",
     "Kind": "hrsbench.record",
+    "LocalExecutor": "hrsbench.executors",
     "ModelCache": "hrsbench.cache",
     "Optimizer": "hrsbench.gradient",
     "PluginError": "hrsbench.plugins",
+    "RayExecutor": "hrsbench.executors",
     "ResultLine": "hrsbench.record",
     "Setting": "hrsbench.record",
     "Threat": "hrsbench.threat",
@@ -50,6 +52,7 @@ _EXPORTS = {
     "hookimpl": "hrsbench.hookspecs",
     "insert_stages": "hrsbench.models",
     "line_replicates": "hrsbench.report.stats",
+    "make_executor": "hrsbench.executors",
     "load_results": "hrsbench.results",
     "margin_loss": "hrsbench.gradient",
     "merge_results": "hrsbench.report.merge",
@@ -79,9 +82,11 @@ __all__ = [
     "GradientAttack",
     "HrsbenchError",
     "Kind",
+    "LocalExecutor",
     "ModelCache",
     "Optimizer",
     "PluginError",
+    "RayExecutor",
     "ResultLine",
     "Setting",
     "Threat",
@@ -99,6 +104,7 @@ __all__ = [
     "insert_stages",
     "line_replicates",
     "load_results",
+    "make_executor",
     "margin_loss",
     "merge_results",
     "migrate",
@@ -133,6 +139,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; never executed
     from hrsbench.defense import Defense
     from hrsbench.errors import HrsbenchError
     from hrsbench.estimator import Classifier
+    from hrsbench.executors import LocalExecutor, RayExecutor, make_executor
     from hrsbench.gradient import (
         Adam,
         GradientAttack,
