@@ -1,7 +1,9 @@
 """The pipeline: config → cells → defense → attack (or threat) → metrics → results.
 
-Cells sharing a trained model run together; the model is trained once (or loaded from the cache)
-and each finished cell is appended to ``results.jsonl`` at once, so a rerun skips it.
+The work is tasks (:mod:`hrsbench.executors`): each model is trained once (or loaded from the
+cache) by a model task, and each cell is a task on its model's weights; an executor runs them in
+this process or on a Ray cluster. Only this process appends to ``results.jsonl``, one line as
+each cell finishes, so a rerun skips finished cells whichever executor ran them.
 """
 
 from __future__ import annotations
