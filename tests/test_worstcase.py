@@ -89,3 +89,18 @@ def test_stochastic_lines_with_one_draw_get_no_worst_case():
                                       n_images=2)])
     row = worst_case(lines).iloc[0]
     assert pd.isna(row["worst_defense_rate"]) and "2+ draws" in row["des_note"]
+
+
+def test_worst_case_table_of_one_attack_under_eight_seeds_is_the_attacks_rate():
+    """The same through the report: eight lines of one attack (fresh draws each, as eight
+    seeds of an attack whose examples the defense resists alike) on a stochastic model."""
+    rng = np.random.default_rng(11)
+    p = rng.beta(0.6, 1.2, (400, 9))
+    lines = [attack_line("noise", {}, 0.9, *draws(rng, p, repeats=6), repeats=6, n_images=400,
+                         tag=str(seed))
+             for seed in range(8)]
+    row = worst_case(pd.DataFrame(lines)).iloc[0]
+    assert row["n_lines"] == 8
+    assert row["worst_defense_rate"] == pytest.approx(1 - p.mean(), abs=0.01)
+    single = np.mean([line["defense_rate"] for line in lines])
+    assert abs(row["worst_defense_rate"] - single) < 0.01
