@@ -3,6 +3,7 @@ no traceback, and before any model is built (issue 17's "Why" 1-3)."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
@@ -204,3 +205,13 @@ def test_config_schema_is_json():
     result = invoke("config-schema")
     assert result.exit_code == 0
     assert "grad_samples" in json.loads(result.stdout)["properties"]
+
+
+def test_wrongly_typed_results_line_is_one_line(tmp_path):
+    from tests.test_leaderboard import line
+
+    bad = tmp_path / "results.jsonl"
+    bad.write_text(json.dumps({**line("base", {}, 0.99, "none"), "clean_accuracy": "high"}) + "\n")
+    one_line_error(invoke("leaderboard", str(bad), "--out", str(tmp_path / "lb.md")),
+                   r"results\.jsonl:1: .*clean_accuracy.*hrsbench repair")
+    assert not (tmp_path / "lb.md").exists()
