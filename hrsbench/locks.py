@@ -7,18 +7,27 @@ a crashed run never blocks the next one; the owner note beside it only names the
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, TypeVar
 
 from filelock import FileLock, Timeout
 
 from hrsbench.errors import HrsbenchError
 
+T = TypeVar("T")
+
 RUN_LOCK = ".hrsbench.lock"
+
+#: Folders whose run lock this thread holds: the CLI holds it around a run and its reports, and
+#: the runner it calls takes it again without deadlocking on itself.
+_HELD = threading.local()
 
 
 def _owner() -> str:
@@ -40,7 +49,11 @@ def run_lock(
     """Hold ``out``'s run lock for the block. Another holder means a one-line refusal naming it
     and ending in ``advice``, or, with ``wait``, blocking until it finishes (``on_wait`` hears
     whom it waits for)."""
+    held: set[Path] = _HELD.__dict__.setdefault("paths", set())
     out.mkdir(parents=True, exist_ok=True)
+    if out.resolve() in held:
+        yield
+        return
     lock, note = FileLock(out / RUN_LOCK), out / f"{RUN_LOCK}.owner"
     try:
         lock.acquire(timeout=0)
@@ -53,12 +66,25 @@ def run_lock(
         if on_wait:
             on_wait(holder)
         lock.acquire()
+    held.add(out.resolve())
     try:
         note.write_text(_owner() + "\n")
         yield
     finally:
+        held.discard(out.resolve())
         note.unlink(missing_ok=True)
         lock.release()
+
+
+def holding_run_lock(fn: Callable[..., T]) -> Callable[..., T]:
+    """Decorate ``fn(cfg, out, ...)`` to run holding ``out``'s run lock (refusing at once)."""
+
+    @functools.wraps(fn)
+    def wrapper(cfg: Any, out: Path, *args: Any, **kwargs: Any) -> T:
+        with run_lock(Path(out)):
+            return fn(cfg, out, *args, **kwargs)
+
+    return wrapper
 
 
 @contextmanager

@@ -31,6 +31,7 @@ from hrsbench.data import Dataset
 from hrsbench.defense import Defense
 from hrsbench.estimator import Classifier, crafting_classifier
 from hrsbench.executors import Executor, LocalExecutor, Task, raise_failures
+from hrsbench.locks import holding_run_lock
 from hrsbench.metrics import (
     accuracy,
     attack_success,
@@ -96,6 +97,7 @@ def obtain_model(
     return model.eval(), time.perf_counter() - start + trainer.earlier_s
 
 
+@holding_run_lock  # one run per output folder, whoever calls
 def run(
     cfg: RunConfig,
     out: Path,

@@ -10,13 +10,16 @@ import subprocess
 import sys
 import threading
 import time
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
+import pytest
 import torch
 from typer.testing import CliRunner
 
 from hrsbench.cli import app
+from hrsbench.errors import HrsbenchError
 from hrsbench.locks import run_lock
 from hrsbench.progress import LogProgress
 
@@ -34,10 +37,30 @@ strengths = [0.1, 0.2]
 """
 
 
+@contextmanager
+def held_by_another_thread(folder: Path) -> Iterator[None]:
+    """``folder``'s run lock held by another thread (this thread's own hold is re-entrant)."""
+    taken, done = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with run_lock(folder):
+            taken.set()
+            done.wait(60)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    taken.wait(60)
+    try:
+        yield
+    finally:
+        done.set()
+        holder.join()
+
+
 def test_second_run_on_a_held_folder_is_refused_naming_the_holder(tmp_path, data_dir):
     cfg = tmp_path / "c.toml"
     cfg.write_text(TINY)
-    with run_lock(tmp_path / "o"):
+    with held_by_another_thread(tmp_path / "o"):
         result = CliRunner().invoke(app, ["run", str(cfg), "--out", str(tmp_path / "o"),
                                           "--data-dir", str(data_dir)])
     assert result.exit_code == 1
@@ -73,6 +96,21 @@ def test_two_runs_on_one_folder_do_everything_once_and_log_progress(tmp_path, da
     progress = [x for x in "".join(text).splitlines() if x.startswith("[0:")]
     assert any("train base" in x for x in progress), text
     assert any(x.endswith("cells 3/3") for x in progress), text
+
+
+def test_the_runner_holds_the_lock_itself_and_reenters_the_callers(tmp_path):
+    """Called from code (not the CLI), a run on a held folder is refused too; a caller holding
+    the lock itself (as the CLI does around the run and its reports) is let through."""
+    from hrsbench.config import parse_config
+    from hrsbench.runner import run
+
+    cfg = parse_config({"defenses": [{"name": "base"}], "n_test": 1})
+    with held_by_another_thread(tmp_path), pytest.raises(HrsbenchError, match="in use"):
+        run(cfg, tmp_path)
+    calls = []
+    with run_lock(tmp_path), run_lock(tmp_path):
+        calls.append("re-entered")
+    assert calls == ["re-entered"]
 
 
 def test_a_model_is_trained_once_by_processes_sharing_a_cache(tmp_path):

@@ -101,10 +101,10 @@ def test_train_time_adds_every_process_share(tmp_path: Path) -> None:
 
 def test_repair_waits_for_no_run(tmp_path: Path) -> None:
     """A run appending while repair rewrites the file would lose lines: repair is refused."""
-    from hrsbench.locks import run_lock
+    from tests.test_locks import held_by_another_thread
 
     path = write(tmp_path / "results.jsonl", GOOD, "{to")
-    with run_lock(tmp_path):
+    with held_by_another_thread(tmp_path):
         result = invoke("repair", path)
     assert result.exit_code == 1 and "repair it when that run has finished" in result.stderr
     assert path.read_text().endswith("{to")
