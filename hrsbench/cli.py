@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -156,6 +157,7 @@ def run(
 
     # The cheap checks first: a config or output mistake fails before the engine's imports.
     cfg, source = load_config(config)
+    check_device_form(device)
     out = out or Path("runs") / Path(config or "quick").stem
     if not dry_run:
         leaderboard = check_places(out, leaderboard, cache_dir)
@@ -196,6 +198,12 @@ def print_plan(cfg: Any, reg: Any, out: Path, cache_dir: Path | None, source: st
                   markup=False, soft_wrap=True)
     for line in dry_run(expand(cfg, reg), out, ModelCache(cache_dir), reg):
         console.print(line, markup=False, soft_wrap=True, highlight=False)
+
+
+def check_device_form(device: str) -> None:
+    """``--device`` is written as a device hrsbench runs on (checked before importing torch)."""
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", device):
+        raise HrsbenchError(f"--device {device!r} is not a device; use cpu, cuda or cuda:N")
 
 
 def check_device(device: str, executor: str = "local") -> None:
