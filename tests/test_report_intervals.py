@@ -41,11 +41,13 @@ def test_leaderboard_opens_with_the_headline_and_carries_intervals_and_ties(tmp_
                                             "weaker": [0.7, 0.9]}))
     assert text.index("## Headline: the worst case over attacks") < text.index("## mnist")
     head = text[text.index("### Headline · mnist · ε=0.1 · targeted · 40 attacked images"):]
-    row = next(r for r in head.splitlines() if r.startswith("| strong | rate=0 |"))
+    row = next(r for r in head.splitlines() if r.startswith("| 1 | strong | rate=0 |"))
     cells = [c.strip() for c in row.split("|")[1:-1]]
     # clean acc, worst-case defense rate, adaptive DES and white-box DES each carry an interval
-    assert all(" [" in c and c.endswith("]") for c in cells[2:6])
-    assert cells[6] == "pgd (whitebox)"
+    assert all(" [" in c and c.endswith("]") for c in cells[3:7])
+    assert cells[7] == "pgd (whitebox)"
+    # models whose adaptive DES differ within the noise share a rank
+    assert "| 3= | weak | rate=0 |" in head and "| 3= | weaker | rate=0 |" in head
     # family ranks: strong clearly first, weak and weaker tied
     assert "| 1 | strong | 2/2 |" in text
     assert "| 2= | weak | 2/2 |" in text and "| 2= | weaker | 2/2 |" in text
@@ -72,7 +74,7 @@ def test_nothing_is_ranked_where_every_line_resists(tmp_path):
                                     n_images=20)]
     text = render(tmp_path, pd.DataFrame(rows))
     assert "the attack breaks nothing, so no defense is ranked" in text
-    assert "| 1 | noise" not in text
+    assert "| 1 | noise" not in text and "| — | noise" in text  # neither table ranks it
 
 
 def test_paper_rows_show_our_interval_and_say_why_a_des_is_missing(tmp_path):

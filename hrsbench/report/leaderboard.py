@@ -145,13 +145,15 @@ def _headline_table(report: Report, budget: pd.DataFrame, clean: dict[str, tuple
                   na_position="last", kind="stable")
     single = [isnum(n) and SINGLE_LINE in n for n in budget["des_note"]]
     out = [f"Without per-example outcomes, each model's {SINGLE_LINE.split(' (')[0]} stands "
-           "in for the worst case, without intervals.", ""] if all(single) else []
+           "in for the worst case, without intervals; ranks follow the estimates and say "
+           "nothing about which differences are resolved.", ""] if all(single) else []
     rows = []
     for _, r in ordered.iterrows():
         lo, hi = clean.get(r["model"], (None, None))
         note = "" if r["defense"] == report.base or not isnum(r["des_note"]) else r["des_note"]
         note = "; ".join(p for p in note.split("; ") if p != SINGLE_LINE or not all(single))
         rows.append([
+            "ref" if r["defense"] == report.base else (r["rank"] or "—"),
             r["defense"], params(r["params"], varying.get(r["defense"], [])),
             interval(r["clean_accuracy"], lo, hi, digits=2),
             _with_interval(r, "worst_defense_rate"),
@@ -159,7 +161,8 @@ def _headline_table(report: Report, budget: pd.DataFrame, clean: dict[str, tuple
             "ref" if r["defense"] == report.base else _with_interval(r, "whitebox_des", 1, 2),
             r["strongest"] or "—", verdicts.get(r["model"], ""), note,
         ])
-    return out + markdown_table(["defense", "params", "clean acc", "worst-case defense rate",
+    return out + markdown_table(["rank", "defense", "params", "clean acc",
+                                 "worst-case defense rate",
                                  "adaptive DES", "white-box DES", "strongest most often",
                                  "sanity", "note"], rows)
 

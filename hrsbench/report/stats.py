@@ -449,18 +449,13 @@ class Comparison:
         return self.lo > 0 or self.hi < 0
 
 
-def comparisons(
-    group: pd.DataFrame, fams: dict[tuple[Any, ...], dict[str, np.ndarray]], boot: Bootstrap
-) -> list[Comparison]:
-    """Every pair of families of one comparison group that both have mean-DES resamples, in
-    the group's ranking order; the difference is resampled on the same pairs."""
-    have = [(row["defense"], fams.get(_family_key(row), {}).get("mean_des"), row["mean_des"])
-            for row in group.to_dict("records")]
-    have = [h for h in have if h[1] is not None and pd.notna(h[2])]
-    have.sort(key=lambda h: -float(h[2]))
+def pairwise(items: list[tuple[str, float, np.ndarray]], boot: Bootstrap) -> list[Comparison]:
+    """Every pair of ``(name, estimate, resamples)`` items, higher estimate first, with the
+    interval of their difference (the resamples of all items drawn on the same units)."""
+    items = sorted(items, key=lambda h: -float(h[1]))
     out = []
-    for i, (a, ra, pa) in enumerate(have):
-        for b, rb, pb in have[i + 1:]:
+    for i, (a, pa, ra) in enumerate(items):
+        for b, pb, rb in items[i + 1:]:
             with np.errstate(invalid="ignore"):
                 diff = ra - rb
             lo, hi = boot.bounds(diff[:, None])
@@ -468,26 +463,46 @@ def comparisons(
     return out
 
 
+def ranks_with_ties(items: list[tuple[str, float, np.ndarray | None]], boot: Bootstrap
+                    ) -> dict[str, str]:
+    """Rank of each ``(name, estimate, resamples)`` item: 1 + the number of items higher at the
+    interval's level (interval of the paired difference above 0); items sharing a rank read
+    ``"1="``. Without resamples for every item, the plain order of the estimates (no ties can
+    be claimed or excluded)."""
+    if any(r is None for _, _, r in items):
+        order = sorted(items, key=lambda h: -float(h[1]))
+        return {name: str(i) for i, (name, _, _) in enumerate(order, start=1)}
+    beaten = {name: 0 for name, _, _ in items}
+    for c in pairwise(items, boot):  # type: ignore[arg-type]
+        if c.resolved:
+            beaten[c.better if c.hi < 0 else c.worse] += 1
+    numbers = {name: k + 1 for name, k in beaten.items()}
+    counts = pd.Series(list(numbers.values()), dtype=int).value_counts()
+    return {name: f"{k}=" if counts[k] > 1 else str(k) for name, k in numbers.items()}
+
+
+def _family_items(group: pd.DataFrame, fams: dict[tuple[Any, ...], dict[str, np.ndarray]]
+                  ) -> list[tuple[str, float, np.ndarray | None]]:
+    return [(row["defense"], float(row["mean_des"]),
+             fams.get(_family_key(row), {}).get("mean_des"))
+            for row in group.to_dict("records") if pd.notna(row["mean_des"])]
+
+
+def comparisons(
+    group: pd.DataFrame, fams: dict[tuple[Any, ...], dict[str, np.ndarray]], boot: Bootstrap
+) -> list[Comparison]:
+    """Every pair of families of one comparison group that both have mean-DES resamples, in
+    the group's ranking order; the difference is resampled on the same pairs."""
+    items = [h for h in _family_items(group, fams) if h[2] is not None]
+    return pairwise(items, boot)  # type: ignore[arg-type]
+
+
 def tied_ranks(
     group: pd.DataFrame, fams: dict[tuple[Any, ...], dict[str, np.ndarray]], boot: Bootstrap
 ) -> dict[Any, str]:
-    """Rank of each family in one comparison group: 1 + the number of families whose mean DES
-    is higher at 95 % (interval of the difference above 0); families sharing a rank read
-    ``"1="``. Without resamples for every ranked family the plain order of the point estimates
-    is used (no ties can be claimed or excluded). Families without a mean DES get no rank."""
-    ranked = group[group["mean_des"].notna()]
-    keys = [_family_key(r) for r in ranked.to_dict("records")]
-    if not all("mean_des" in fams.get(k, {}) for k in keys):
-        order = ranked.sort_values("mean_des", ascending=False, kind="stable")["defense"]
-        out = {d: str(i) for i, d in enumerate(order, start=1)}
-    else:
-        beaten = {d: 0 for d in ranked["defense"]}
-        for c in comparisons(ranked, fams, boot):
-            if c.resolved:
-                beaten[c.better if c.hi < 0 else c.worse] += 1
-        numbers = {d: k + 1 for d, k in beaten.items()}
-        counts = pd.Series(list(numbers.values())).value_counts()
-        out = {d: f"{k}=" if counts[k] > 1 else str(k) for d, k in numbers.items()}
+    """Rank of each family in one comparison group by mean DES (:func:`ranks_with_ties`);
+    families without a mean DES get no rank."""
+    out = ranks_with_ties(_family_items(group, fams), boot)
     return {d: out.get(d, "") for d in group["defense"]}
 
 
@@ -501,7 +516,9 @@ def resolution_sentence(
     variation and the clean-image error in Δt, which more attacked images do not reduce)."""
     pairs = comparisons(group, fams, boot)
     if not pairs:
-        return ""
+        ranked = int(group["mean_des"].notna().sum())
+        return ("No ordering is checked: without per-example outcomes the families have no "
+                "intervals, and their ranks follow the estimates." if ranked > 1 else "")
     pct = f"{boot.level * 100:g} %"
     done = [f"{c.better} > {c.worse}" for c in pairs if c.resolved]
     open_ = [c for c in pairs if not c.resolved]

@@ -38,6 +38,7 @@ from hrsbench.report.stats import (
     attacked_images,
     counts_of,
     model_id,
+    ranks_with_ties,
     ratio,
     resampled_ratios,
 )
@@ -54,7 +55,7 @@ COLUMNS = (
     "clean_accuracy", "delta_t", "worst_defense_rate", "worst_defense_rate_lo",
     "worst_defense_rate_hi", "whitebox_defense_rate", "whitebox_defense_rate_lo",
     "whitebox_defense_rate_hi", "adaptive_des", "adaptive_des_lo", "adaptive_des_hi",
-    "whitebox_des", "whitebox_des_lo", "whitebox_des_hi", "strongest", "des_note",
+    "whitebox_des", "whitebox_des_lo", "whitebox_des_hi", "strongest", "des_note", "rank",
 )
 
 
@@ -232,6 +233,7 @@ def worst_case(
         worst[key] = (worst_rate(budget, boot), worst_rate(white, boot) if white else None)
         rows.append(_row(key, group, budget.strongest(), worst[key], boot))
     _attach_des(rows, worst, reps, base, eta)
+    _rank(rows, list(worst), boot)
     table = pd.DataFrame(rows, columns=list(COLUMNS))
     if table.empty:
         return table
@@ -324,3 +326,25 @@ def _des_cell(row: dict[str, Any], name: str, mine: Worst | None, theirs: Worst 
         return
     des = ratio(mine.reps - theirs.reps, dt_reps + eta)
     row[f"{name}_lo"], row[f"{name}_hi"] = _interval(reps.boot, des)
+    row[f"_{name}_reps"] = des
+
+
+def _rank(rows: list[dict[str, Any]], keys: list[tuple[Hashable, ...]],
+          boot: Bootstrap | None) -> None:
+    """Rank the models of each budget by adaptive DES, with ties where the interval of two
+    models' difference (paired on the same images) contains 0."""
+    budgets: dict[tuple[Any, ...], list[int]] = {}
+    resisted: dict[tuple[Any, ...], bool] = {}  # every model, the base included, at 100 %
+    for i, (key, row) in enumerate(zip(keys, rows, strict=True)):
+        rate = row["worst_defense_rate"]
+        resisted[key[1:]] = resisted.get(key[1:], True) and rate is not None and rate >= 1.0
+        if row["adaptive_des"] is not None:
+            budgets.setdefault(key[1:], []).append(i)
+    for budget, members in budgets.items():
+        if resisted[budget]:
+            continue  # the attacks break nothing: a DES of 0 for all ranks nobody
+        items = [(str(i), float(rows[i]["adaptive_des"]), rows[i].get("_adaptive_des_reps"))
+                 for i in members]
+        ranked = ranks_with_ties(items, boot or Bootstrap())
+        for i in members:
+            rows[i]["rank"] = ranked[str(i)]
