@@ -147,6 +147,11 @@ def test_leaderboard_of_nothing_is_refused(tmp_path):
                    r"no result lines in")
     one_line_error(invoke("leaderboard", str(tmp_path / "none.jsonl"), "--out",
                           str(tmp_path / "lb.md")), r"none\.jsonl is not there")
+    torn = tmp_path / "torn.jsonl"  # not empty, but no complete line
+    torn.write_text('{"dataset": "mni')
+    result = invoke("leaderboard", str(torn), "--out", str(tmp_path / "lb.md"))
+    assert result.exit_code == 1
+    assert result.stderr.strip().splitlines()[-1].startswith("error: no result lines in")
     assert not (tmp_path / "lb.md").exists()
 
 

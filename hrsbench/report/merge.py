@@ -102,6 +102,9 @@ def merge_results(*paths: str | Path, skip_bad: bool = False) -> Merged:
                         reverse=True)
         kept.append(ranked[0][0])
         duplicates.append(_duplicate(key, ranked))
+    if not kept:  # a report of nothing, dated now, would read as a finished one
+        raise HrsbenchError(f"no result lines in {', '.join(str(p) for p in paths)}; run "
+                            "hrsbench run first, or give the results.jsonl of a finished run")
     return Merged(kept, sources, duplicates)
 
 
