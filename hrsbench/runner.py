@@ -125,6 +125,8 @@ def run(
     if not todo:
         return _finish(out, [store.records[c.key] for c in cells], reg)
 
+    # Absolute paths: a worker on another node (or in another directory) reads the same places.
+    data_dir, cache_dir = (Path(d).resolve() if d else None for d in (data_dir, cache_dir))
     job = Job(cfg, reg if executor.in_process else PluginTable.of(reg),
               data_dir, cache_dir, device, progress if executor.in_process else None)
     pieces, after = ([], {}) if executor.in_process else _piece_graph(todo, reg, cache_dir)
