@@ -6,12 +6,14 @@ standard training, HRS 10×10 the first five block-1 channels of HRS 5×5), so a
 trained once even when models train in parallel. Which pieces a model uses is found by *probing*
 its defense: ``fit`` runs against a cache that claims to hold every key and a trainer that never
 trains, and the keys it asks for are recorded. That costs a model build, no data and no training.
+A defense declaring ``parallel_pieces`` (HRS) has its pieces trained as tasks of their own: the
+pieces of one shape in parallel, after the pieces of earlier shapes they sit on.
 
 Costs come from the timings of existing result lines (``train_time_s``, ``time_s``): the same
 cell or model when it was measured, else similar ones (same dataset, defense, attack, setting,
-test images), per training epoch and per newly trained piece for models. The plan then gives the
-total, the critical path (the longest dependent chain: the wall time unlimited workers could
-reach) and the wall time of a list schedule on a given number of workers.
+test images), per training epoch and newly trained piece of each shape for models. The plan
+gives the total, the critical path (the longest dependent chain: the wall time unlimited workers
+could reach) and the wall time of a list schedule on a given number of workers.
 """
 
 from __future__ import annotations
