@@ -118,8 +118,9 @@ class RunConfig:
     defenses: Annotated[list[DefenseEntry], Field(min_length=1)] = field(default_factory=list)
     attacks: list[AttackEntry] = field(default_factory=list)
     threats: list[ThreatEntry] = field(default_factory=list)
-    #: A file of a paper's published numbers (:mod:`hrsbench.reference`) to print ours beside:
-    #: a path relative to the config file, or the name of a built-in one (``mnist-paper``).
+    #: A file of a paper's published numbers (:mod:`hrsbench.report.reference`) to print ours
+    #: beside: a path relative to the config file, or the name of a built-in one
+    #: (``mnist-paper``).
     reference: StrictStr | None = None
 
     @model_validator(mode="after")

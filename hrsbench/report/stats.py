@@ -362,7 +362,7 @@ def with_intervals(scored: pd.DataFrame, reps: Replicates) -> pd.DataFrame:
 def family_points(
     scored: pd.DataFrame, behaviour: BehaviourRange | None = None, base: str = BASE
 ) -> dict[tuple[Any, ...], pd.DataFrame]:
-    """Per family (:data:`hrsbench.des.GROUP` + defense), its in-range points, as
+    """Per family (:data:`hrsbench.report.des.GROUP` + defense), its in-range points, as
     :func:`hrsbench.family_summary` selects them (the range is applied to the point estimates
     and held fixed across resamples)."""
     behaviour = behaviour or BehaviourRange()
