@@ -286,8 +286,10 @@ class _PieceCache(ModelCache):
             super().save(key, model)
 
 
-def train_piece(job: Job, cell: Cell, pretend: tuple[str, ...]) -> None:
-    """Task: train one piece of ``cell``'s model into the cache (see :class:`_PieceCache`)."""
+def train_piece(job: Job, cell: Cell, pretend: tuple[str, ...]) -> float:
+    """Task: train one piece of ``cell``'s model into the cache (see :class:`_PieceCache`);
+    returns its training seconds."""
+    start = time.perf_counter()
     cfg, dev = job.cfg, torch.device(job.device)
     dataset: Dataset = job.plugins.get("dataset", cfg.dataset)()
     x_train, y_train = job.data("train")
@@ -302,6 +304,7 @@ def train_piece(job: Job, cell: Cell, pretend: tuple[str, ...]) -> None:
         model = defense.build(dataset).to(dev, memory_format=FAST_LAYOUT)
     with guarded(defense, "fit"):
         defense.fit(model, trainer, dataset)
+    return time.perf_counter() - start
 
 
 def _tasks(todo: list[Cell], job: Job, pieces: list[Piece], after: dict[str, tuple[str, ...]],
@@ -331,17 +334,24 @@ class _Writer:
         self.store, self.cache, self.config_hash, self.report = store, cache, config_hash, report
         (self.done, self.total), self.models, self.models_done = cells, models, 0
         self.trained: dict[str, TrainedModel] = {}
+        #: Seconds of piece tasks, charged to the model that owns them (its first user), as a
+        #: model training them itself would be: later plans estimate from these lines.
+        self.piece_s: dict[str, float] = {}
 
     def __call__(self, task: Task, result: Any) -> None:
         if task.kind == "model":
             self.model_done(task.key, result)
         elif task.kind == "cell":
             self.cell_done(task.args[1], *result)
+        else:
+            owner = task.args[1].model_key
+            self.piece_s[owner] = self.piece_s.get(owner, 0.0) + result
 
     def model_done(self, key: str, trained: TrainedModel) -> None:
         if not self.cache.path(key).exists():  # trained elsewhere: the driver's cache keeps it
             atomic_save(trained.state, self.cache.path(key))
-        self.trained[key] = dataclasses.replace(trained, state={})
+        self.trained[key] = dataclasses.replace(
+            trained, state={}, train_s=trained.train_s + self.piece_s.pop(key, 0.0))
         self.models_done += 1
         self.report("models", "models", self.models_done, self.models)
 

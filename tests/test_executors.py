@@ -302,6 +302,8 @@ def test_hrs_channels_as_tasks_give_the_sequential_lines(ray_cluster, tmp_path, 
     local = run(cfg, tmp_path / "local", data_dir=data_dir, cache_dir=tmp_path / "c2",
                 reg=hrs_reg, executor=LocalExecutor(threads_per_task=1))
     assert len(local) == 4 and without_timings(local) == without_timings(remote)
+    # The channel tasks' seconds are charged to the model that owns them, once per model.
+    assert sum(r["train_time_s"] > 0 for r in remote) == 2
     assert sorted(p.name for p in (tmp_path / "c1").glob("*.pt")) == sorted(
         p.name for p in (tmp_path / "c2").glob("*.pt"))
 
