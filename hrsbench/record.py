@@ -336,9 +336,15 @@ def cell_key(model: ModelSpec, threat: ThreatSpec, evaluation: Evaluation) -> st
 
 
 def plain(value: Any) -> Any:
-    """A parameter value as JSON stores it: tuples become lists, so a key computed from a
-    plugin's parameters equals the key computed from the line read back."""
-    return json.loads(json.dumps(value, default=str))
+    """A value as JSON stores it: tuples become lists (so a key computed from a plugin's
+    parameters equals the key computed from the line read back), numpy scalars and arrays
+    numbers and lists; anything else JSON cannot hold becomes its text."""
+    return json.loads(json.dumps(value, default=_jsonable))
+
+
+def _jsonable(value: Any) -> Any:
+    tolist = getattr(value, "tolist", None)  # numpy scalars and arrays, torch tensors
+    return tolist() if callable(tolist) else str(value)
 
 
 def loads(text: str | bytes) -> Any:

@@ -184,3 +184,12 @@ def test_a_threat_declaring_an_unknown_kind_is_refused():
     with pytest.raises(HrsbenchError, match="declares kind 'sorcery'; use one of"):
         threat_kind(Odd)
     assert threat_kind(Plain) == "threat"
+
+
+def test_plugin_metrics_are_stored_as_json_values():
+    import numpy as np
+
+    metrics = Metrics.measured(np.float64(0.9), {"n_examples": 3, "defense_rate": np.float32(0.5),
+                                                 "curve": np.array([0.25, 0.5]), "size": (2, 2)})
+    assert metrics.extra == {"curve": [0.25, 0.5], "size": [2, 2]}
+    assert type(metrics.defense_rate) is float and metrics.clean_accuracy == 0.9
