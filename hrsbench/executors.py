@@ -221,6 +221,7 @@ class _RayRun:
         self.pending: dict[Any, Task] = {}
         self.failed: dict[str, Failure] = {}
         self.users = _count_users(tasks)
+        self.known = {t.key for t in tasks}  # a need outside the graph is already met
 
     def run(self) -> list[Failure]:
         try:
@@ -239,7 +240,7 @@ class _RayRun:
         for task in self.waiting:
             if blocked := _blocked(task, self.failed):
                 self.failed[task.key] = blocked
-            elif all(n in self.refs for n in task.needs):
+            elif all(n in self.refs or n not in self.known for n in task.needs):
                 args = (self.refs[task.input], *task.args) if task.input else task.args
                 self.pending[self.remote.remote(task.fn, self.threads, *args)] = task
             else:
