@@ -4,7 +4,7 @@ with one worker and Ray with two (one torch thread per task throughout). Prints 
 the local executor's). Ray's own start-up is timed apart (``ray_start_s``): a cluster is
 normally up before a run.
 
-    HRSBENCH_DATA=/path/to/data python benchmarks/executor_scaling.py [--cells 8] [--iters 40]
+    HRSBENCH_DATA=/path/to/data python benchmarks/executor_scaling.py [--cells 8] [--iters 60]
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ def ray_run(cfg: dict[str, Any], out: Path, cache: Path, cpus: int) -> tuple[flo
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cells", type=int, default=8)
-    ap.add_argument("--iters", type=int, default=40, help="PGD steps per cell")
+    ap.add_argument("--iters", type=int, default=60, help="PGD steps per cell")
     args = ap.parse_args()
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     with tempfile.TemporaryDirectory() as tmp:
