@@ -6,11 +6,19 @@ summaries, the sanity verdict of each line's model, bootstrap intervals and rank
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import pandas as pd
 
-from hrsbench.report.des import BASE, ETA, BehaviourRange, attach_des, family_summary
+from hrsbench.report.des import (
+    BASE,
+    ETA,
+    BehaviourRange,
+    attach_des,
+    family_summary,
+    varying_keys,
+)
 from hrsbench.report.merge import Merged
 from hrsbench.report.sanity import annotate
 from hrsbench.report.stats import (
@@ -60,6 +68,12 @@ class Report:
     def flag_field(self) -> str | None:
         return next((f for f in FLAG_FIELDS if f in self.scored.columns
                      and self.scored[f].map(lambda v: flags(v) != "").any()), None)
+
+    @cached_property
+    def varying(self) -> dict[str, list[str]]:
+        """Per defense, the parameters that vary over its lines: what labels show."""
+        return {str(name): varying_keys(fam["params"])
+                for name, fam in self.scored.groupby("defense")}
 
     @property
     def threats(self) -> pd.DataFrame:
