@@ -329,3 +329,21 @@ def test_threat_cells_run_on_ray(ray_cluster, tmp_path):
                 executor=LocalExecutor(threads_per_task=1))
     assert sum(r["attack"] == "reprogram" for r in remote) == 2
     assert without_timings(local) == without_timings(remote)
+
+
+def test_interrupted_ray_driver_keeps_lines_and_resumes(tmp_path, data_dir, cached_models):
+    cache, _ = cached_models
+
+    def interrupt_after_three(task, label, done, total):
+        if task == "cells" and done == 3:
+            raise KeyboardInterrupt
+
+    cfg = parse_config(SMALL)
+    with pytest.raises(KeyboardInterrupt):
+        run(cfg, tmp_path, data_dir=data_dir, cache_dir=cache, executor=RayExecutor(),
+            progress=interrupt_after_three)
+    kept = (tmp_path / "results.jsonl").read_bytes()
+    assert len(kept.splitlines()) == 3
+    lines = go(tmp_path, data_dir, cache, RayExecutor())
+    after = (tmp_path / "results.jsonl").read_bytes()
+    assert len(lines) == 8 and after.startswith(kept) and len(after.splitlines()) == 8
