@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from hrsbench.errors import HrsbenchError
@@ -49,6 +49,8 @@ class Failure:
 
     task: Task
     error: str
+    #: What the task raised, so ``--debug`` can show its traceback behind the one line.
+    cause: BaseException | None = field(default=None, compare=False)
 
     def line(self) -> str:
         return f"{self.task.kind} {self.task.label}: {self.error}"
@@ -79,8 +81,11 @@ def raise_failures(failures: Sequence[Failure]) -> None:
     """One line naming the first failed task, and how many others failed or were skipped."""
     if not failures:
         return
+    first = failures[0]
     more = f" (and {len(failures) - 1} more tasks failed or were skipped)" if failures[1:] else ""
-    raise HrsbenchError(failures[0].line() + more)
+    bug = first.cause is not None and not isinstance(first.cause, HrsbenchError)
+    hint = "; unexpected, so possibly a bug: rerun with --debug for its traceback" if bug else ""
+    raise HrsbenchError(first.line() + more + hint) from first.cause
 
 
 @contextlib.contextmanager
@@ -120,7 +125,7 @@ class LocalExecutor:
                 with torch_threads(self.threads):
                     result = task.fn(*args)
             except Exception as e:
-                failed[task.key] = Failure(task, describe(e))
+                failed[task.key] = Failure(task, describe(e), e)
                 continue
             if users.get(task.key):
                 results[task.key] = result
@@ -252,7 +257,7 @@ class _RayRun:
             result = self.ray.get(ref)
         except self.ray.exceptions.RayTaskError as e:
             cause = getattr(e, "cause", None)
-            self.failed[task.key] = Failure(task, describe(cause) if cause else describe(e))
+            self.failed[task.key] = Failure(task, describe(cause or e), cause or e)
             return
         except self.ray.exceptions.RayError as e:
             self.failed[task.key] = Failure(task, f"{type(e).__name__} (after {MAX_RETRIES} "

@@ -149,3 +149,18 @@ def test_a_new_plugin_version_trains_afresh(tmp_path, data_dir):
     lines = run(cfg, tmp_path / "c", data_dir=data_dir, cache_dir=tmp_path / "cache", reg=newer)
     assert len(mod.FITS) == 2 and mod.FITS[0] != mod.FITS[1]
     assert {r["defense_version"] for r in lines} == {"0.4"}
+
+
+def test_a_plugin_exception_keeps_its_traceback_behind_the_one_line(tmp_path, data_dir):
+    """The one line hides the traceback; ``--debug`` prints the chained cause, which must
+    reach the caller through the executor as the exception the plugin raised."""
+    reg, _ = _registry_with_spy()
+    cfg = _config({"name": "fragile", "params": {"where": "build"}})
+    with pytest.raises(HrsbenchError) as e:
+        run(cfg, tmp_path / "out", data_dir=data_dir, reg=reg)
+    chain, cause = [], e.value.__cause__
+    while cause is not None:
+        chain.append(cause)
+        cause = cause.__cause__
+    assert any(isinstance(c, ValueError) and "cannot build" in str(c) for c in chain)
+    assert e.value.__cause__.__traceback__ is not None
