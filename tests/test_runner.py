@@ -14,7 +14,7 @@ from hrsbench import Attack, HrsbenchError, hookimpl
 from hrsbench.config import parse_config
 from hrsbench.migrate import V1_REQUIRED as REQUIRED
 from hrsbench.plugins import load_registry
-from hrsbench.results import read_lines
+from hrsbench.results import ResultsWarning, read_lines
 from hrsbench.runner import run
 
 SMALL = {
@@ -107,7 +107,8 @@ def test_torn_last_line_is_dropped_and_redone(reg, tmp_path, data_dir, shared_ca
     path = tmp_path / "results.jsonl"
     text = path.read_text().splitlines(keepends=True)
     path.write_text("".join(text[:-1]) + text[-1][:20])  # a write killed half way
-    again = go(reg, tmp_path, data_dir, shared_cache)
+    with pytest.warns(ResultsWarning, match="last line is incomplete"):
+        again = go(reg, tmp_path, data_dir, shared_cache)
     assert [r["cell_key"] for r in again] == [r["cell_key"] for r in lines]
     assert all(json.loads(line) for line in path.read_text().splitlines())
 
