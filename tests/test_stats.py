@@ -144,3 +144,11 @@ def test_clean_means_resample_distinct_rows_as_the_images_they_stand_for():
     assert difference.std() < reps[:, 0].std() / 2  # paired: far tighter than either alone
     assert np.array_equal(reps, resampled_means(np.stack([a, b], axis=1), "clean/mnist/10000",
                                                 FAST))
+
+
+def test_ranks_without_resamples_follow_the_estimates_and_tie_equal_ones():
+    from hrsbench.report.stats import Bootstrap, ranks_with_ties
+
+    items = [("sap", 0.0, None), ("gaussian", 0.0, None), ("hrs", 5.0, None), ("x", -1.0, None)]
+    assert ranks_with_ties(items, Bootstrap()) == {"hrs": "1", "sap": "2=", "gaussian": "2=",
+                                                   "x": "4"}

@@ -467,16 +467,17 @@ def ranks_with_ties(items: list[tuple[str, float, np.ndarray | None]], boot: Boo
                     ) -> dict[str, str]:
     """Rank of each ``(name, estimate, resamples)`` item: 1 + the number of items higher at the
     interval's level (interval of the paired difference above 0); items sharing a rank read
-    ``"1="``. Without resamples for every item, the plain order of the estimates (no ties can
-    be claimed or excluded)."""
+    ``"1="``. Without resamples for every item, the order of the estimates alone (equal
+    estimates share a rank; no other tie can be claimed or excluded)."""
     if any(r is None for _, _, r in items):
-        order = sorted(items, key=lambda h: -float(h[1]))
-        return {name: str(i) for i, (name, _, _) in enumerate(order, start=1)}
-    beaten = {name: 0 for name, _, _ in items}
-    for c in pairwise(items, boot):  # type: ignore[arg-type]
-        if c.resolved:
-            beaten[c.better if c.hi < 0 else c.worse] += 1
-    numbers = {name: k + 1 for name, k in beaten.items()}
+        numbers = {name: 1 + sum(float(e) > float(est) for _, e, _ in items)
+                   for name, est, _ in items}
+    else:
+        beaten = {name: 0 for name, _, _ in items}
+        for c in pairwise(items, boot):  # type: ignore[arg-type]
+            if c.resolved:
+                beaten[c.better if c.hi < 0 else c.worse] += 1
+        numbers = {name: k + 1 for name, k in beaten.items()}
     counts = pd.Series(list(numbers.values()), dtype=int).value_counts()
     return {name: f"{k}=" if counts[k] > 1 else str(k) for name, k in numbers.items()}
 
