@@ -30,7 +30,7 @@ class LogProgress:
 
     def __call__(self, task: str, label: str, done: int, total: int) -> None:
         now = self.clock()
-        if task in ("cells", "models"):
+        if task in ("cells", "models", "pieces"):
             self.cells = f"cells {done}/{total}" if task == "cells" else self.cells
             self._line(now, f"{task} {done}/{total}")
             return

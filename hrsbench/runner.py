@@ -131,7 +131,8 @@ def run(
               data_dir, cache_dir, device, progress if executor.in_process else None)
     pieces, after = ([], {}) if executor.in_process else _piece_graph(todo, reg, cache_dir)
     writer = _Writer(store, ModelCache(cache_dir), config_hash or cfg.hash, report,
-                     (len(cells) - len(todo), len(cells)), len({c.model_key for c in todo}))
+                     (len(cells) - len(todo), len(cells)), len({c.model_key for c in todo}),
+                     len(pieces))
     _DATA.clear()  # a run reads its data afresh (a test may swap the files in between)
     try:
         raise_failures(executor.run(_tasks(todo, job, pieces, after, reg), writer))
@@ -330,9 +331,10 @@ class _Writer:
     """The driver's side of finished tasks: it alone writes the model cache and the results."""
 
     def __init__(self, store: ResultStore, cache: ModelCache, config_hash: str,
-                 report: Progress, cells: tuple[int, int], models: int) -> None:
+                 report: Progress, cells: tuple[int, int], models: int, pieces: int) -> None:
         self.store, self.cache, self.config_hash, self.report = store, cache, config_hash, report
         (self.done, self.total), self.models, self.models_done = cells, models, 0
+        self.pieces, self.pieces_done = pieces, 0
         self.trained: dict[str, TrainedModel] = {}
         #: Seconds of piece tasks, charged to the model that owns them (its first user), as a
         #: model training them itself would be: later plans estimate from these lines.
@@ -346,6 +348,8 @@ class _Writer:
         else:
             owner = task.args[1].model_key
             self.piece_s[owner] = self.piece_s.get(owner, 0.0) + result
+            self.pieces_done += 1  # a piece task trains for minutes: say when one is done
+            self.report("pieces", "pieces", self.pieces_done, self.pieces)
 
     def model_done(self, key: str, trained: TrainedModel) -> None:
         if not self.cache.path(key).exists():  # trained elsewhere: the driver's cache keeps it

@@ -297,8 +297,12 @@ def test_hrs_channels_as_tasks_give_the_sequential_lines(ray_cluster, tmp_path, 
                                 parallel_models(expand(cfg, hrs_reg), hrs_reg))
     assert len(pieces) == 4 + 4  # 2×2's four channels, then 3×3's third block-1 channel and
     assert all(len(a) >= 4 for a in after.values())  # its block 2; models wait for pieces
+    seen: list[tuple[str, int, int]] = []
     remote = run(cfg, tmp_path / "ray", data_dir=data_dir, cache_dir=tmp_path / "c1",
-                 reg=hrs_reg, executor=RayExecutor(threads_per_task=1))
+                 reg=hrs_reg, executor=RayExecutor(threads_per_task=1),
+                 progress=lambda task, label, done, total: seen.append((task, done, total)))
+    # Each channel task says when it is done: minutes of training are not silent in a log.
+    assert [(d, n) for task, d, n in seen if task == "pieces"] == [(i, 8) for i in range(1, 9)]
     local = run(cfg, tmp_path / "local", data_dir=data_dir, cache_dir=tmp_path / "c2",
                 reg=hrs_reg, executor=LocalExecutor(threads_per_task=1))
     assert len(local) == 4 and without_timings(local) == without_timings(remote)
@@ -306,7 +310,6 @@ def test_hrs_channels_as_tasks_give_the_sequential_lines(ray_cluster, tmp_path, 
     assert sum(r["train_time_s"] > 0 for r in remote) == 2
     assert sorted(p.name for p in (tmp_path / "c1").glob("*.pt")) == sorted(
         p.name for p in (tmp_path / "c2").glob("*.pt"))
-
 
 
 def test_threat_cells_run_on_ray(ray_cluster, tmp_path):
