@@ -162,10 +162,11 @@ def _call(fn: Callable[..., Any], threads: int | None, *args: Any) -> Any:
     return fn(*args)
 
 
-def _warm() -> None:
-    """What a Ray worker runs first: the engine's imports (torch, ART: seconds), so that a
-    worker's first real task does not pay them on the run's critical path."""
-    import hrsbench.runner  # noqa: F401
+def _warm(fn: Callable[..., Any]) -> None:
+    """What a Ray worker runs first: receiving ``fn``, a task function pickled by reference,
+    imports its module and the engine with it (torch, ART: seconds), so that the worker's first
+    real task does not pay for them on the run's critical path."""
+    del fn
 
 
 class RayExecutor:
@@ -254,7 +255,8 @@ class _RayRun:
         instead of one after another as each worker receives its first task."""
         slots = int(self.ray.available_resources().get("CPU", 0) // self.threads)
         warm = self.ray.remote(_warm).options(num_cpus=self.threads)
-        self.warming = [warm.remote() for _ in range(min(slots, len(self.waiting)))]
+        self.warming = [warm.remote(self.waiting[0].fn)
+                        for _ in range(min(slots, len(self.waiting)))]
 
     def _submit_ready(self) -> None:
         still = []
