@@ -131,7 +131,8 @@ def expand(cfg: RunConfig, registry: Registry) -> list[Cell]:
 
     Each defense parameter set gets a clean-only cell (attack "none") so its clean accuracy is
     recorded even without attacks; settings that cannot differ for a defense are dropped. Each
-    threat parameter set gets one cell per defense parameter set.
+    threat parameter set gets one cell per defense parameter set. Every cell is made once per
+    training seed (``cfg.seeds``): the seed is part of the model's and the cell's key.
     """
     registry.get("dataset", cfg.dataset)
     cells = []
@@ -142,13 +143,14 @@ def expand(cfg: RunConfig, registry: Registry) -> list[Cell]:
         for p in combinations(d):
             instantiate(dcls, p, f"defense {d.name!r}")
             full = {**defaults(dcls), **p}
-            clean = Cell(cfg.dataset, cfg.n_train, cfg.n_test, cfg.n_clean, cfg.epochs, cfg.seed,
-                         d.name, full, "none", {}, 0.0, "none", cfg.targeted, cfg.repeats, 1,
-                         defense_package=reg.package, defense_version=reg.version,
-                         traits=traits)
-            cells.append(clean)
-            cells.extend(_attack_cells(cfg, registry, clean, _settings_for(traits)))
-            cells.extend(_threat_cells(cfg, registry, clean))
+            for seed in cfg.seeds or [cfg.seed]:  # one model, and its cells, per seed
+                clean = Cell(cfg.dataset, cfg.n_train, cfg.n_test, cfg.n_clean, cfg.epochs,
+                             seed, d.name, full, "none", {}, 0.0, "none", cfg.targeted,
+                             cfg.repeats, 1, defense_package=reg.package,
+                             defense_version=reg.version, traits=traits)
+                cells.append(clean)
+                cells.extend(_attack_cells(cfg, registry, clean, _settings_for(traits)))
+                cells.extend(_threat_cells(cfg, registry, clean))
     return list({c.key: c for c in cells}.values())  # duplicates in a config run once
 
 

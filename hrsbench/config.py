@@ -108,7 +108,11 @@ class RunConfig:
     n_test: Count = 100  # images attacked
     n_clean: Count | None = None  # images for clean accuracy; None: the whole test split
     epochs: Count = 5
+    #: The training seed; ``seeds`` lists several, and every model is trained and attacked once
+    #: per seed (``seed = N`` is ``seeds = [N]``). After validation both are set: ``seed`` is
+    #: the first of ``seeds``.
     seed: Annotated[StrictInt, Field(ge=0)] = 0
+    seeds: Annotated[list[Annotated[StrictInt, Field(ge=0)]], Field(min_length=1)] | None = None
     targeted: StrictBool = True
     repeats: Count = 5  # stochastic predictions drawn per evaluation
     eot_samples: Count = 10
@@ -123,6 +127,25 @@ class RunConfig:
     #: (``mnist-paper``).
     reference: StrictStr | None = None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _seed_or_seeds(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "seed" in data and "seeds" in data:
+            raise ValueError("give seed or seeds, not both (seed = N is seeds = [N])")
+        return data
+
+    @model_validator(mode="after")
+    def _one_seed_list(self) -> Any:
+        """``seeds`` filled in from ``seed`` (or ``seed`` from the first of ``seeds``), so code
+        reads ``seeds`` alone; a repeated seed would train the same model twice."""
+        if self.seeds is None:
+            self.seeds = [self.seed]
+        repeated = sorted({s for s in self.seeds if self.seeds.count(s) > 1})
+        if repeated:
+            raise ValueError(f"seeds lists {repeated[0]} more than once; give each seed once")
+        self.seed = self.seeds[0]
+        return self
+
     @model_validator(mode="after")
     def _attacked_within_clean(self) -> Any:
         """Attacked images are the first ``n_test`` of the ``n_clean`` loaded: more would be
@@ -136,9 +159,11 @@ class RunConfig:
     def hash(self) -> str:
         """Hash of what determines the results: an empty ``threats`` list is left out so configs
         written before threats existed keep their hash, and ``reference`` (what the results are
-        compared with, not how they are made) never counts."""
+        compared with, not how they are made) never counts. One seed hashes as ``seed`` alone,
+        however it was written, so configs written before ``seeds`` existed keep their hash."""
         d = asdict(self)
         del d["reference"]
+        del d["seeds" if len(d["seeds"] or [d["seed"]]) == 1 else "seed"]
         if not d["threats"]:
             del d["threats"]
         return stable_hash(d)

@@ -217,7 +217,7 @@ def train_model(job: Job, cell: Cell) -> TrainedModel:
         job.data("train")
     x_test, y_test = job.data("test")
     trainer = Trainer(
-        torch.from_numpy(x_train), torch.from_numpy(y_train), epochs=cfg.epochs, seed=cfg.seed,
+        torch.from_numpy(x_train), torch.from_numpy(y_train), epochs=cfg.epochs, seed=cell.seed,
         cache=cache, device=dev, key=cell.training_key, progress=job.train_progress,
     )
     model, train_s = obtain_model(job.defense(cell), dataset, cell, trainer, cache)
@@ -244,7 +244,7 @@ def run_cell(trained: TrainedModel, job: Job, cell: Cell) -> tuple[dict[str, Any
     start = time.perf_counter()
     if cell.kind == "threat":
         ctx = ThreatContext(dataset, defense, job.plugins, ModelCache(job.cache_dir),
-                            cell.model_key, cfg.seed, cell.repeats, cfg.batch_size, dev,
+                            cell.model_key, cell.seed, cell.repeats, cfg.batch_size, dev,
                             job.data_dir, job.train_progress)
         _seed(cell.key)
         return _run_threat(cell, model, ctx), time.perf_counter() - start
@@ -296,7 +296,7 @@ def train_piece(job: Job, cell: Cell, pretend: tuple[str, ...]) -> float:
     x_train, y_train = job.data("train")
     cache = _PieceCache(job.cache_dir, pretend)
     trainer = Trainer(
-        torch.from_numpy(x_train), torch.from_numpy(y_train), epochs=cfg.epochs, seed=cfg.seed,
+        torch.from_numpy(x_train), torch.from_numpy(y_train), epochs=cfg.epochs, seed=cell.seed,
         cache=cache, device=dev, key=cell.training_key, progress=job.train_progress,
     )
     defense = job.defense(cell)

@@ -154,7 +154,9 @@ def test_readme_config_parses_and_expands():
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     block = re.search(r"## A run config.*?```toml\n(.*?)```", readme, re.S).group(1)
     data = tomllib.loads(block)
-    assert set(data) == set(RunConfig.__dataclass_fields__)
+    # seed and seeds exclude each other: the example sets one and names the other in a comment
+    assert set(data) | {"seeds"} == set(RunConfig.__dataclass_fields__)
+    assert "seeds = [" in block
     assert expand(parse_config(data, "README"), registry())
 
 
@@ -162,3 +164,50 @@ def test_threat_only_config_may_leave_n_test_above_n_clean():
     """n_test counts attacked images: with no [[attacks]] it is unused and not checked."""
     cfg = parse_config({"n_clean": 32, "defenses": BASE, "threats": [{"name": "reprogram"}]})
     assert cfg.n_test == 100
+
+
+BASE_ONLY = {"defenses": [{"name": "base"}]}
+
+
+def test_seed_is_a_one_seed_list_with_the_same_hash():
+    one = parse_config({**BASE_ONLY, "seed": 3})
+    listed = parse_config({**BASE_ONLY, "seeds": [3]})
+    assert one.seeds == listed.seeds == [3] and listed.seed == 3
+    assert one.hash == listed.hash
+    assert parse_config(BASE_ONLY).seeds == [0]
+    several = parse_config({**BASE_ONLY, "seeds": [0, 1, 2]})
+    assert several.seed == 0 and several.hash != parse_config(BASE_ONLY).hash
+
+
+@pytest.mark.parametrize(("preset", "expected"), [
+    ("quick", "26725c49ebe2581d"), ("mnist-paper-cpu", "43458794b03311bd"),
+])
+def test_hash_of_a_seed_config_is_pinned(preset: str, expected: str) -> None:
+    """Configs written with ``seed`` keep the hash they had before ``seeds`` existed."""
+    assert load_config(preset)[0].hash == expected
+
+
+@pytest.mark.parametrize(("seeds", "message"), [
+    ({"seed": 1, "seeds": [1, 2]}, "give seed or seeds, not both"),
+    ({"seeds": []}, "seeds is empty"),
+    ({"seeds": [0, 2, 0]}, "seeds lists 0 more than once"),
+    ({"seeds": [1, -1]}, r"seeds\[1\] must be ≥ 0, not -1"),
+    ({"seeds": 3}, "seeds must be a list"),
+    ({"seeds": [1.5]}, r"seeds\[0\] must be an integer"),
+])
+def test_bad_seeds_are_one_line_errors(seeds: dict, message: str) -> None:
+    with pytest.raises(HrsbenchError, match=message) as e:
+        parse_config({**BASE_ONLY, **seeds})
+    assert "\n" not in str(e.value)
+
+
+def test_cells_are_made_once_per_seed():
+    attacks = [{"name": "pgd", "strengths": [0.1, 0.2]}]
+    one = expand(parse_config({**BASE_ONLY, "attacks": attacks, "seed": 1}), registry())
+    three = expand(parse_config({**BASE_ONLY, "attacks": attacks, "seeds": [1, 0, 2]}),
+                   registry())
+    assert len(three) == 3 * len(one) == 9
+    assert {c.seed for c in three} == {0, 1, 2}
+    assert len({c.model_key for c in three}) == 3 and len({c.key for c in three}) == 9
+    # the seed-1 cells of the list are the cells of ``seed = 1``, keys included
+    assert [c.key for c in three if c.seed == 1] == [c.key for c in one]
