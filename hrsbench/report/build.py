@@ -1,7 +1,8 @@
 """What a leaderboard shows, computed once from merged lines, so the markdown and the figures
 agree: every evasion line with its DES (:func:`~hrsbench.report.des.attach_des`), the family
 summaries, the sanity verdict of each line's model, bootstrap intervals and ranks with ties
-(:mod:`.stats`) and the worst case over attacks per model and budget (:mod:`.worstcase`)."""
+(:mod:`.stats`) and the worst case over attacks per model and budget (:mod:`.worstcase`); lines
+that differ only in their training seed are pooled (:mod:`.seeds`)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from hrsbench.report.des import (
 )
 from hrsbench.report.merge import Merged
 from hrsbench.report.sanity import annotate
+from hrsbench.report.seeds import pool_seeds
 from hrsbench.report.stats import (
     Bootstrap,
     family_replicates,
@@ -100,8 +102,11 @@ def build_report(
     attacks = [r for r in merged.records if r["kind"] in EVASION_KINDS]
     scored = attach_des(pd.DataFrame(with_sanity(attacks)), base=base, eta=eta)
     reps = line_replicates(scored, boot, eta)
+    # the worst case is per trained model, so per seed; everything else pools the seeds
+    worst = worst_case(scored, reps, base, eta)
+    scored, reps = pool_seeds(scored, reps)
     families = family_replicates(reps, behaviour, base)
     summary = summary_intervals(family_summary(scored, behaviour, base=base), reps, behaviour,
                                 base, families)
     return Report(merged, with_intervals(scored, reps), summary, base, eta, behaviour,
-                  worst_case(scored, reps, base, eta), families, boot)
+                  worst, families, boot)

@@ -109,6 +109,12 @@ def _header(report: Report, generated: datetime) -> list[str]:
               "over its strength sweep) are ranked by mean DES; `1=` marks families whose "
               "mean-DES difference is not resolved at 95 %. *via white-box* marks a "
               "deterministic defense's white-box line standing for another setting.")
+    if "n_seeds" in lines.columns:
+        legend += (" Lines that differ only in their training seed are pooled: rates, Δt and Δd "
+                   "are means over seeds, each seed against the base of the same seed, DES is "
+                   "mean Δd / (mean Δt + η), and the brackets add the variation between seeds "
+                   "(docs/des.md, \"Several training seeds\"). The headline table keeps one row "
+                   "per seed.")
     return markdown_table(["", ""], rows) + ["", legend]
 
 
@@ -148,11 +154,15 @@ def _headline_table(report: Report, budget: pd.DataFrame, clean: dict[str, tuple
     out = [f"Without per-example outcomes, each model's {SINGLE_LINE.split(' (')[0]} stands "
            "in for the worst case, without intervals; ranks follow the estimates and say "
            "nothing about which differences are resolved.", ""] if all(single) else []
+    seed_of = {r.get(MODEL): r.get("seed") for r in report.merged.records}
+    several = len({seed_of.get(m) for m in budget["model"]}) > 1
     rows = []
     for _, r in ordered.iterrows():
         lo, hi = clean.get(r["model"], (None, None))
         note = "" if r["defense"] == report.base or not isnum(r["des_note"]) else r["des_note"]
         note = "; ".join(p for p in note.split("; ") if p != SINGLE_LINE or not all(single))
+        if several:  # one row per trained model: say which seed it is
+            note = "; ".join(filter(None, [f"seed {seed_of.get(r['model'])}", note]))
         rows.append([
             "ref" if r["defense"] == report.base else (r["rank"] or "—"),
             r["defense"], params(r["params"], varying.get(r["defense"], [])),
@@ -217,6 +227,7 @@ def _clean_table(report: Report, data: pd.DataFrame) -> list[str]:
     models = models.drop_duplicates(subset=[MODEL, "n_clean"], keep="first")
     models = models.sort_values(["clean_accuracy", "defense", "params_key"],
                                 ascending=[False, True, True], kind="stable")
+    pooled = "n_seeds" in models.columns
     rows = []
     for _, m in models.iterrows():
         keys = sorted((m["params"] or {}).keys())
@@ -224,11 +235,20 @@ def _clean_table(report: Report, data: pd.DataFrame) -> list[str]:
             m["defense"], params(m["params"], keys), pct(m["clean_accuracy"],
                                                            m["clean_accuracy_std"]),
             pp(m["delta_t"]), count(m["n_clean"]), count(m["seed"]),
+            *([count(m["n_seeds"]), _seed_spread(m)] if pooled else []),
             count(m["epochs"]), "all" if m["n_train"] is None else str(m["n_train"]),
             "" if isnum(m["delta_t"]) or not isnum(m["des_note"]) else m["des_note"],
         ])
-    return markdown_table(["defense", "params", "clean accuracy", "Δt", "n_clean", "seed",
-                           "epochs", "n_train", "note"], rows)
+    header = ["defense", "params", "clean accuracy", "Δt", "n_clean", "seed"]
+    header += ["seeds", "seed spread (min … max)"] if pooled else []
+    return markdown_table([*header, "epochs", "n_train", "note"], rows)
+
+
+def _seed_spread(m: Mapping[str, Any]) -> str:
+    """Clean accuracy's lowest and highest value over a pooled model's seeds."""
+    if not isnum(m["n_seeds"]) or int(m["n_seeds"]) < 2:
+        return "—"
+    return _span(m["clean_accuracy_seed_min"], m["clean_accuracy_seed_max"], pct)
 
 
 def _attack_sections(report: Report, data: pd.DataFrame) -> list[str]:
@@ -361,6 +381,8 @@ def _note(report: Report, r: Mapping[str, Any]) -> str:
     note = "" if r["defense"] == report.base or not isnum(r["des_note"]) else r["des_note"]
     if r["via_whitebox"]:
         note = "; ".join(filter(None, ["via white-box", note]))
+    if isnum(r.get("n_seeds")) and int(r["n_seeds"]) > 1:
+        note = "; ".join(filter(None, [f"mean of {int(r['n_seeds'])} seeds", note]))
     return note
 
 

@@ -1,0 +1,162 @@
+"""Lines of several training seeds pooled: per-seed means against the base of the same seed, and
+intervals that cover the truth when seeds genuinely differ."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from hrsbench.report.behaviour import ETA
+from hrsbench.report.des import attach_des
+from hrsbench.report.seeds import pool_seeds
+from hrsbench.report.stats import Bootstrap, line_replicates, with_intervals
+from tests.outcome_lines import N_CLEAN, PAIRS, REPEATS, attack_line, clean_line
+
+FAST = Bootstrap(replicates=400)
+
+
+def seeded(line: dict, seed: int) -> dict:
+    """``line`` as the same configuration trained under ``seed``."""
+    model = f"{line['model_key']}-s{seed}"
+    return {**line, "seed": seed, "model_key": model,
+            "cell_key": f"{line['cell_key']}-s{seed}"}
+
+
+def lines_of(rng: np.random.Generator, defense: str, params: dict, seed: int, accuracy: float,
+             success: float, n_images: int = 20) -> list[dict]:
+    correct = rng.binomial(REPEATS, accuracy, N_CLEAN)
+    clean = clean_line(defense, params, correct)
+    wins = rng.binomial(REPEATS, success, n_images * PAIRS)
+    attacked = attack_line(defense, params, clean["clean_accuracy"], wins, n_images=n_images)
+    return [seeded(clean, seed), seeded(attacked, seed)]
+
+
+def two_seed_study() -> pd.DataFrame:
+    rng = np.random.default_rng(3)
+    rows = []
+    for seed, (base_acc, acc, base_asr, asr) in enumerate([(0.99, 0.95, 0.9, 0.3),
+                                                            (0.97, 0.96, 0.8, 0.5)]):
+        rows += lines_of(rng, "base", {}, seed, base_acc, base_asr)
+        rows += lines_of(rng, "noise", {"sigma": 0.5}, seed, acc, asr)
+    return attach_des(pd.DataFrame(rows))
+
+
+def test_seeds_are_pooled_against_the_base_of_the_same_seed():
+    scored = two_seed_study()
+    pooled, reps = pool_seeds(scored, line_replicates(scored, FAST))
+    assert len(pooled) == 4 and len(scored) == 8  # base and noise, clean and attacked
+    per_seed = scored[(scored["defense"] == "noise") & (scored["attack"] != "none")]
+    line = pooled[(pooled["defense"] == "noise") & (pooled["attack"] != "none")].iloc[0]
+    assert line["n_seeds"] == 2 and line["seed"] == "0, 1"
+    for col in ("clean_accuracy", "defense_rate", "delta_t", "delta_d"):
+        assert line[col] == pytest.approx(per_seed[col].mean())
+    # each seed's Δd is against the base of its own seed
+    base = scored[(scored["defense"] == "base") & (scored["attack"] != "none")]
+    own = per_seed["defense_rate"].to_numpy() - base["defense_rate"].to_numpy()
+    assert per_seed["delta_d"].to_numpy() == pytest.approx(own)
+    assert line["des"] == pytest.approx(line["delta_d"] / (line["delta_t"] + ETA))
+    assert line["clean_accuracy_seed_min"] == pytest.approx(per_seed["clean_accuracy"].min())
+    assert line["clean_accuracy_seed_max"] == pytest.approx(per_seed["clean_accuracy"].max())
+    assert "successes" not in pooled.columns or pooled["successes"].isna().all()
+    bounded = with_intervals(pooled, reps)
+    row = bounded.loc[line.name]
+    for col in ("defense_rate", "delta_d", "des"):
+        assert row[f"{col}_lo"] <= row[col] <= row[f"{col}_hi"]
+
+
+def test_one_seed_passes_through_untouched():
+    scored = attach_des(pd.DataFrame([r for r in two_seed_study().to_dict("records")
+                                      if r["seed"] == 0]))
+    reps = line_replicates(scored, FAST)
+    pooled, same = pool_seeds(scored, reps)
+    assert pooled is scored and same is reps
+
+
+def test_seed_spread_widens_the_interval():
+    """Two seeds far apart: the pooled interval is wider than the image-only one."""
+    scored = two_seed_study()
+    reps = line_replicates(scored, FAST)
+    pooled, preps = pool_seeds(scored, reps)
+    positions = scored.index[(scored["defense"] == "noise") & (scored["attack"] != "none")]
+    image_only = reps.values["defense_rate"][:, scored.index.get_indexer(positions)].mean(1)
+    pos = pooled.index.get_indexer(
+        pooled.index[(pooled["defense"] == "noise") & (pooled["attack"] != "none")])[0]
+    lo, hi = FAST.bounds(preps.values["defense_rate"][:, [pos]])
+    ilo, ihi = FAST.bounds(image_only[:, None])
+    assert hi[0] - lo[0] > 2 * (ihi[0] - ilo[0])
+
+
+SEEDS, N_IMAGES = 3, 30
+SEED_SD, IMAGE_SD = 0.8, 1.0
+
+
+def _simulated(rng: np.random.Generator, size: int, seeds: int) -> tuple[np.ndarray, np.ndarray]:
+    """Success probabilities per (seed, image, pair) of a base and a defense: a shared image
+    effect, a per-seed effect for each model drawn afresh (the seeds genuinely differ), and
+    pair noise."""
+    image = rng.normal(0, IMAGE_SD, (1, size, 1))
+    out = []
+    for shift in (1.5, -0.5):
+        logit = (shift + image + rng.normal(0, SEED_SD, (seeds, 1, 1))
+                 + rng.normal(0, 0.3, (seeds, size, PAIRS)))
+        out.append(1 / (1 + np.exp(-logit)))
+    return out[0], out[1]
+
+
+def _study(rng: np.random.Generator) -> pd.DataFrame:
+    base, defended = _simulated(rng, N_IMAGES, SEEDS)
+    rows = []
+    for name, p in (("base", base), ("noise", defended)):
+        for seed in range(SEEDS):
+            wins = rng.binomial(REPEATS, p[seed]).ravel()
+            line = attack_line(name, {}, 0.9, wins, n_images=N_IMAGES)
+            rows.append(seeded(line, seed))
+    return attach_des(pd.DataFrame(rows))
+
+
+def test_coverage_when_seeds_differ():
+    """150 simulated studies of 3 seeds whose true effects differ: the pooled 95 % interval of
+    Δd covers the truth (the mean over the seed distribution) in at least 90 % of them, while
+    the image-only interval, which ignores the seeds, covers it far less often."""
+    rng = np.random.default_rng(11)
+    big_base, big_defended = _simulated(rng, 500, 500)
+    truth = float((big_base - big_defended).mean())  # Δd = ASR_base − ASR_defended
+    boot = Bootstrap(replicates=200)
+    pooled_hits = image_hits = 0
+    studies = 150
+    for s in range(studies):
+        scored = _study(rng)
+        reps = line_replicates(scored, Bootstrap(replicates=200, seed=s))
+        pooled, preps = pool_seeds(scored, reps)
+        at = pooled.index.get_indexer(pooled.index[pooled["defense"] == "noise"])
+        lo, hi = boot.bounds(preps.values["delta_d"][:, at])
+        pooled_hits += bool(lo[0] <= truth <= hi[0])
+        own = scored.index.get_indexer(scored.index[scored["defense"] == "noise"])
+        ilo, ihi = boot.bounds(reps.values["delta_d"][:, own].mean(axis=1)[:, None])
+        image_hits += bool(ilo[0] <= truth <= ihi[0])
+    assert pooled_hits >= 0.90 * studies
+    assert image_hits <= 0.75 * studies
+
+
+def test_leaderboard_of_two_seeds_pools_them_and_shows_the_spread(tmp_path):
+    from tests.test_report_intervals import render
+
+    raw = two_seed_study()[["dataset", "n_train", "n_test", "n_clean", "epochs", "seed",
+                            "defense", "params", "strength", "attack", "attack_params",
+                            "attack_strength", "setting", "targeted", "repeats", "eot_samples",
+                            "clean_accuracy", "n_examples", "attack_success_rate",
+                            "defense_rate", "clean_correct", "successes", "cell_key",
+                            "model_key", "config_hash", "finished_at", "hrsbench_version"]]
+    text = render(tmp_path, raw)
+    clean = text[text.index("### Clean accuracy"):]
+    clean = clean[:clean.index("\n###")]
+    assert "| seeds | seed spread (min … max) |" in clean
+    noise = next(r for r in clean.splitlines() if r.startswith("| noise |"))
+    assert "| 0, 1 | 2 |" in noise and "…" in noise
+    assert len([r for r in clean.splitlines() if r.startswith("| noise |")]) == 1
+    attacked = text[text.index("### pgd"):]
+    assert "mean of 2 seeds" in attacked
+    assert "the brackets add the variation between seeds" in text
+    head = text[text.index("## Headline"):text.index("## mnist")]
+    assert "seed 0" in head and "seed 1" in head  # one headline row per trained model
