@@ -160,3 +160,30 @@ def test_leaderboard_of_two_seeds_pools_them_and_shows_the_spread(tmp_path):
     assert "the brackets add the variation between seeds" in text
     head = text[text.index("## Headline"):text.index("## mnist")]
     assert "seed 0" in head and "seed 1" in head  # one headline row per trained model
+
+
+def test_a_two_seed_run_trains_each_seed_and_its_leaderboard_pools_them(tmp_path, data_dir):
+    """End to end: ``seeds = [0, 1]`` trains one model per seed, attacks each, and the
+    leaderboard pools the pairs of lines into one row per configuration."""
+    from hrsbench.config import parse_config
+    from hrsbench.report.leaderboard import write_leaderboard
+    from hrsbench.runner import run
+
+    cfg = parse_config({
+        "dataset": "mnist", "n_train": 256, "n_test": 2, "n_clean": 100, "epochs": 1,
+        "repeats": 2, "grad_samples": 0, "seeds": [0, 1], "defenses": [{"name": "base"}],
+        "attacks": [{"name": "fgsm", "strengths": [0.3]}],
+    })
+    lines = run(cfg, tmp_path, data_dir=data_dir, cache_dir=tmp_path / "cache")
+    assert sorted((r["seed"], r["attack"]) for r in lines) == [
+        (0, "fgsm"), (0, "none"), (1, "fgsm"), (1, "none")]
+    assert len({r["model_key"] for r in lines}) == 2
+    # the seeds train different networks: their weights (hence accuracy or outcomes) differ
+    by_seed = {r["seed"]: r for r in lines if r["attack"] == "none"}
+    assert by_seed[0]["clean_correct"] != by_seed[1]["clean_correct"]
+    md, _ = write_leaderboard([tmp_path / "results.jsonl"], tmp_path / "lb.md")
+    text = md.read_text()
+    clean = text[text.index("### Clean accuracy"):]
+    rows = [r for r in clean[:clean.index("\n###")].splitlines() if r.startswith("| base |")]
+    assert len(rows) == 1 and "| 0, 1 | 2 |" in rows[0]
+    assert "mean of 2 seeds" in text
