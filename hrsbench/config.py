@@ -112,7 +112,9 @@ class RunConfig:
     #: per seed (``seed = N`` is ``seeds = [N]``). After validation both are set: ``seed`` is
     #: the first of ``seeds``.
     seed: Annotated[StrictInt, Field(ge=0)] = 0
-    seeds: Annotated[list[Annotated[StrictInt, Field(ge=0)]], Field(min_length=1)] | None = None
+    seeds: Annotated[list[Annotated[StrictInt, Field(ge=0)]], Field(
+        min_length=1, description="Training seeds, each given once: every model is trained and "
+        "attacked once per seed (instead of seed; seed = N is seeds = [N])")] | None = None
     targeted: StrictBool = True
     repeats: Count = 5  # stochastic predictions drawn per evaluation
     eot_samples: Count = 10

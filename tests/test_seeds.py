@@ -181,9 +181,21 @@ def test_a_two_seed_run_trains_each_seed_and_its_leaderboard_pools_them(tmp_path
     # the seeds train different networks: their weights (hence accuracy or outcomes) differ
     by_seed = {r["seed"]: r for r in lines if r["attack"] == "none"}
     assert by_seed[0]["clean_correct"] != by_seed[1]["clean_correct"]
-    md, _ = write_leaderboard([tmp_path / "results.jsonl"], tmp_path / "lb.md")
+    md, figures = write_leaderboard([tmp_path / "results.jsonl"], tmp_path / "lb.md",
+                                    plots=tmp_path / "plots")
+    assert figures
     text = md.read_text()
     clean = text[text.index("### Clean accuracy"):]
     rows = [r for r in clean[:clean.index("\n###")].splitlines() if r.startswith("| base |")]
     assert len(rows) == 1 and "| 0, 1 | 2 |" in rows[0]
     assert "mean of 2 seeds" in text
+
+
+def test_differing_sanity_verdicts_name_their_seeds():
+    scored = two_seed_study()
+    scored["sanity"] = ["ok" if s == 0 else "possible gradient masking" for s in scored["seed"]]
+    pooled, _ = pool_seeds(scored, line_replicates(scored, FAST))
+    assert set(pooled["sanity"]) == {"seed 0: ok; seed 1: possible gradient masking"}
+    scored["sanity"] = "ok"
+    pooled, _ = pool_seeds(scored, line_replicates(scored, FAST))
+    assert set(pooled["sanity"]) == {"ok"}

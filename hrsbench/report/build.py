@@ -30,23 +30,11 @@ from hrsbench.report.stats import (
     summary_intervals,
     with_intervals,
 )
-from hrsbench.report.tables import isnum
+from hrsbench.report.tables import FLAG_FIELDS, flags
 from hrsbench.report.worstcase import worst_case
 
-#: Fields another part of the benchmark may add to flag a suspicious result (e.g. gradient
-#: masking); shown in a column when present, in this order of preference.
-FLAG_FIELDS = ("sanity", "flags", "sanity_flags")
 #: Kinds of line the DES tables hold; threats (reprogramming) get their own section.
 EVASION_KINDS = ("clean", "evasion")
-
-
-def flags(value: Any) -> str:
-    """A flag field's value as text ("" for none)."""
-    if isinstance(value, dict):
-        return ", ".join(f"{k}={v}" for k, v in sorted(value.items()))
-    if isinstance(value, list | tuple | set):
-        return ", ".join(str(v) for v in value)
-    return "" if not isnum(value) else str(value)
 
 
 @dataclass

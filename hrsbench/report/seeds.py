@@ -31,9 +31,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from hrsbench.record import canonical
 from hrsbench.report.behaviour import des_score
 from hrsbench.report.frame import GROUP, MODEL, missing
 from hrsbench.report.stats import Bootstrap, Replicates, ratio
+from hrsbench.report.tables import FLAG_FIELDS, flags
 
 #: Columns a pooled line's seeds share: everything that identifies a line except the seed.
 POOL = (*GROUP, "n_test", "n_clean", "defense", "params_key", "n_train", "epochs", "kind",
@@ -106,7 +108,19 @@ def pooled_line(lines: list[Mapping[str, Any]], eta: float) -> dict[str, Any]:
     out["cell_key"] = "+".join(str(r["cell_key"]) for r in lines)
     out["base_cell_key"] = None
     out["des"], out["des_note"] = _des(lines, out, eta)
+    for col in FLAG_FIELDS:  # a verdict per trained model
+        if col in out:
+            out[col] = _flags(lines, col)
     return out
+
+
+def _flags(lines: list[Mapping[str, Any]], col: str) -> Any:
+    """A sanity verdict shared by every seed as it is; differing ones each with its seed."""
+    values = [line.get(col) for line in lines]
+    if all(canonical(v) == canonical(values[0]) for v in values):
+        return values[0]
+    return "; ".join(f"seed {line['seed']}: {flags(v) or 'ok'}"
+                     for line, v in zip(lines, values, strict=True))
 
 
 def _des(lines: list[Mapping[str, Any]], out: Mapping[str, Any], eta: float

@@ -13,6 +13,20 @@ def isnum(x: Any) -> bool:
     return not missing(x)
 
 
+#: Fields another part of the benchmark may add to flag a suspicious result (e.g. gradient
+#: masking); shown in a column when present, in this order of preference.
+FLAG_FIELDS = ("sanity", "flags", "sanity_flags")
+
+
+def flags(value: Any) -> str:
+    """A flag field's value as text ("" for none)."""
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={v}" for k, v in sorted(value.items()))
+    if isinstance(value, list | tuple | set):
+        return ", ".join(str(v) for v in value)
+    return "" if not isnum(value) else str(value)
+
+
 def pct(x: Any, std: Any = None) -> str:
     """A rate (fraction) as a percentage, with the spread of its repeats if given."""
     if missing(x):
