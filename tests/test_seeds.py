@@ -160,6 +160,9 @@ def test_leaderboard_of_two_seeds_pools_them_and_shows_the_spread(tmp_path):
     assert "the brackets add the variation between seeds" in text
     head = text[text.index("## Headline"):text.index("## mnist")]
     assert "seed 0" in head and "seed 1" in head  # one headline row per trained model
+    noise_rows = [r for r in head.splitlines() if "| noise |" in r]
+    assert len(noise_rows) == 2 and all(" [" in r.split("|")[4] for r in noise_rows)
+    assert "| seeds | `0`, `1` |" in text
 
 
 def test_a_two_seed_run_trains_each_seed_and_its_leaderboard_pools_them(tmp_path, data_dir):

@@ -53,6 +53,14 @@ class Report:
     #: slope, for the sentence saying which orderings are resolved.
     families: dict[tuple[Any, ...], dict[str, Any]] = field(default_factory=dict)
     boot: Bootstrap = field(default_factory=Bootstrap)
+    #: The lines of each trained model, with intervals, where ``scored`` pools seeds
+    #: (:mod:`.seeds`); ``None`` when nothing was pooled.
+    unpooled: pd.DataFrame | None = None
+
+    @property
+    def per_model(self) -> pd.DataFrame:
+        """Lines of one trained model each (one seed): what per-model tables read."""
+        return self.scored if self.unpooled is None else self.unpooled
 
     @property
     def flag_field(self) -> str | None:
@@ -92,9 +100,10 @@ def build_report(
     reps = line_replicates(scored, boot, eta)
     # the worst case is per trained model, so per seed; everything else pools the seeds
     worst = worst_case(scored, reps, base, eta)
-    scored, reps = pool_seeds(scored, reps)
-    families = family_replicates(reps, behaviour, base)
-    summary = summary_intervals(family_summary(scored, behaviour, base=base), reps, behaviour,
+    pooled, preps = pool_seeds(scored, reps)
+    unpooled = None if pooled is scored else with_intervals(scored, reps)
+    families = family_replicates(preps, behaviour, base)
+    summary = summary_intervals(family_summary(pooled, behaviour, base=base), preps, behaviour,
                                 base, families)
-    return Report(merged, with_intervals(scored, reps), summary, base, eta, behaviour,
-                  worst, families, boot)
+    return Report(merged, with_intervals(pooled, preps), summary, base, eta, behaviour,
+                  worst, families, boot, unpooled)

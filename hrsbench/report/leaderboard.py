@@ -76,7 +76,7 @@ def render_markdown(
 
 
 def _header(report: Report, generated: datetime) -> list[str]:
-    lines = report.scored
+    lines = report.per_model
 
     def values(col: str) -> str:
         if col not in lines.columns:
@@ -109,7 +109,7 @@ def _header(report: Report, generated: datetime) -> list[str]:
               "over its strength sweep) are ranked by mean DES; `1=` marks families whose "
               "mean-DES difference is not resolved at 95 %. *via white-box* marks a "
               "deterministic defense's white-box line standing for another setting.")
-    if "n_seeds" in lines.columns:
+    if report.unpooled is not None:
         legend += (" Lines that differ only in their training seed are pooled: rates, Δt and Δd "
                    "are means over seeds, each seed against the base of the same seed, DES is "
                    "mean Δd / (mean Δt + η), and the brackets add the variation between seeds "
@@ -129,7 +129,7 @@ def _headline_section(report: Report) -> list[str]:
            "attack × setting breaks it best (picked on half the prediction draws, scored on the "
            "other half: docs/des.md). *Adaptive DES* uses that worst case over all settings, "
            "*white-box DES* over white-box attacks only; brackets are 95 % intervals."]
-    clean = _clean_intervals(report.scored)
+    clean = _clean_intervals(report.per_model)
     verdicts = _verdicts(report)
     keys = ["dataset", "attack_strength", "targeted", "n_test"]
     for key, budget in worst.groupby(keys, sort=True, dropna=False):
@@ -194,7 +194,8 @@ def _verdicts(report: Report) -> dict[str, str]:
     flag = report.flag_field
     if not flag:
         return {}
-    return {m: flags(v) for m, v in zip(report.scored[MODEL], report.scored[flag], strict=True)}
+    lines = report.per_model
+    return {m: flags(v) for m, v in zip(lines[MODEL], lines[flag], strict=True)}
 
 
 def _plugins(records: list[dict[str, Any]]) -> str:
