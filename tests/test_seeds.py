@@ -202,3 +202,19 @@ def test_differing_sanity_verdicts_name_their_seeds():
     scored["sanity"] = "ok"
     pooled, _ = pool_seeds(scored, line_replicates(scored, FAST))
     assert set(pooled["sanity"]) == {"ok"}
+
+
+def test_unresolved_pooled_orderings_claim_no_image_count(tmp_path):
+    """More attacked images do not shrink the seeds' part of an interval: the sentence under a
+    pooled table names no image count that would resolve an ordering."""
+    from tests.test_report_intervals import render
+
+    rng = np.random.default_rng(5)
+    rows = []
+    for seed in (0, 1, 2):
+        rows += lines_of(rng, "base", {}, seed, 0.99, 0.9)
+        rows += lines_of(rng, "noise", {}, seed, 0.90 + 0.01 * seed, 0.5 - 0.1 * seed)
+        rows += lines_of(rng, "blur", {}, seed, 0.91 - 0.01 * seed, 0.45 + 0.05 * seed)
+    text = render(tmp_path, pd.DataFrame(rows).drop(columns=["stochastic"]))
+    assert "Not resolved at 95 %: " in text
+    assert "attacked images would resolve it" not in text

@@ -295,8 +295,10 @@ def _group_tables(report: Report, group: pd.DataFrame, key: tuple[Any, ...]) -> 
                else [f"Only `{report.base}` was attacked here: no defense to score."])
     else:
         out = _family_table(s, group)
+        # more attacked images do not shrink the seeds' part of a pooled interval: no estimate
+        pooled = "n_seeds" in group.columns and (pd.to_numeric(group["n_seeds"]) > 1).any()
         sentence = resolution_sentence(s, report.families, report.boot,
-                                       _attacked_images(group))
+                                       None if pooled else _attacked_images(group))
         out += ["", sentence] if sentence else []
     return out + [""] + _line_table(report, group, s)
 
