@@ -225,3 +225,14 @@ def test_redrawn_figures_are_byte_identical(runs: tuple[Path, Path], tmp_path: P
     assert first and [p.name for p in first] == [p.name for p in second]
     for p, q in zip(first, second, strict=True):
         assert p.read_bytes() == q.read_bytes(), p.name
+
+
+def test_headline_rows_without_a_des_have_no_rank(tmp_path):
+    """A model more accurate than the base by η or more has no DES, hence no rank (not nan)."""
+    from hrsbench.report.leaderboard import write_leaderboard
+
+    published = Path(__file__).resolve().parents[1] / "leaderboards" / "cifar10-paper-cpu"
+    out, _ = write_leaderboard([published / "results.jsonl"], tmp_path / "lb.md")
+    rows = [line for line in out.read_text().splitlines() if "no DES: Δt + η ≤ 0" in line]
+    assert rows and all(line.startswith("| — |") for line in rows)
+    assert "| nan |" not in out.read_text()

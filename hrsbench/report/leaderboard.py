@@ -163,8 +163,9 @@ def _headline_table(report: Report, budget: pd.DataFrame, clean: dict[str, tuple
         note = "; ".join(p for p in note.split("; ") if p != SINGLE_LINE or not all(single))
         if several:  # one row per trained model: say which seed it is
             note = "; ".join(filter(None, [f"seed {seed_of.get(r['model'])}", note]))
+        rank = r["rank"] if isinstance(r["rank"], str) and r["rank"] else "—"  # no DES: no rank
         rows.append([
-            "ref" if r["defense"] == report.base else (r["rank"] or "—"),
+            "ref" if r["defense"] == report.base else rank,
             r["defense"], params(r["params"], varying.get(r["defense"], [])),
             interval(r["clean_accuracy"], lo, hi, digits=2),
             _with_interval(r, "worst_defense_rate"),
