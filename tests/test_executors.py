@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import types
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -14,7 +13,7 @@ import numpy as np
 import pytest
 from hrsbench_plugins.hrs import HRS
 
-from hrsbench import Attack, HrsbenchError, hookimpl
+from hrsbench import Attack, HrsbenchError
 from hrsbench.cells import expand
 from hrsbench.config import parse_config
 from hrsbench.executors import (
@@ -26,9 +25,9 @@ from hrsbench.executors import (
     raise_failures,
 )
 from hrsbench.plan import model_pieces, parallel_models, piece_graph
-from hrsbench.plugins import load_registry
 from hrsbench.results import read_lines
 from hrsbench.runner import run
+from tests.toys import registry_with
 
 ray = pytest.importorskip("ray")
 
@@ -182,16 +181,7 @@ class Faulty(Attack):
 
 @pytest.fixture
 def reg():
-    registry = load_registry()
-    mod = types.ModuleType("faulty_plugin")
-
-    @hookimpl
-    def register_attacks(register):
-        register(Faulty)
-
-    mod.register_attacks = register_attacks
-    registry.add_module(mod, "test-plugins", "0")
-    return registry
+    return registry_with(attacks=[Faulty])
 
 
 @pytest.fixture(scope="module")
@@ -272,16 +262,7 @@ class ParallelHRS(HRS):
 
 @pytest.fixture
 def hrs_reg():
-    registry = load_registry()
-    mod = types.ModuleType("parallel_hrs_plugin")
-
-    @hookimpl
-    def register_defenses(register):
-        register(ParallelHRS)
-
-    mod.register_defenses = register_defenses
-    registry.add_module(mod, "test-plugins", "0")
-    return registry
+    return registry_with(defenses=[ParallelHRS])
 
 
 HRS_RUN = {"dataset": "mnist", "n_train": 300, "n_test": 1, "n_clean": 50, "epochs": 1,
@@ -315,16 +296,7 @@ def test_hrs_channels_as_tasks_give_the_sequential_lines(ray_cluster, tmp_path, 
 def test_threat_cells_run_on_ray(ray_cluster, tmp_path):
     from tests.test_reprogram import RUN, ToySource, ToyTarget
 
-    registry = load_registry()
-    mod = types.ModuleType("toy_datasets")
-
-    @hookimpl
-    def register_datasets(register):
-        register(ToySource)
-        register(ToyTarget)
-
-    mod.register_datasets = register_datasets
-    registry.add_module(mod, "test-plugins", "0")
+    registry = registry_with(datasets=[ToySource, ToyTarget])
     cfg = parse_config({**RUN, "n_test": 8})
     remote = run(cfg, tmp_path / "ray", cache_dir=tmp_path / "c1", reg=registry,
                  executor=RayExecutor(threads_per_task=1))

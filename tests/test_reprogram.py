@@ -5,7 +5,6 @@ tiny synthetic tasks (seconds)."""
 from __future__ import annotations
 
 import json
-import types
 from dataclasses import asdict
 from pathlib import Path
 
@@ -25,12 +24,11 @@ from hrsbench_plugins.reprogram import (
 )
 from torch import nn
 
-from hrsbench import Arch, Dataset, HrsbenchError, ModelCache, base_model, hookimpl
+from hrsbench import Arch, Dataset, HrsbenchError, ModelCache, base_model
 from hrsbench.cache import stable_hash
 from hrsbench.cells import expand
 from hrsbench.config import parse_config
 from hrsbench.migrate import V1_REQUIRED as REQUIRED
-from hrsbench.plugins import load_registry
 from hrsbench.report.reprogramming import (
     reprogramming_markdown,
     reprogramming_score,
@@ -40,7 +38,7 @@ from hrsbench.report.reprogramming import (
 from hrsbench.results import read_lines
 from hrsbench.runner import run
 from hrsbench.threat import ThreatContext, frozen
-from tests.toys import one_thread
+from tests.toys import one_thread, registry_with
 
 SOURCE_SHAPE = (1, 12, 12)
 TARGET_ARCH = Arch(in_channels=3, image_size=16, conv=(4, 4, 4, 4), fc=(8, 8), train_dropout=0.5)
@@ -99,17 +97,7 @@ def stochastic_target(seed: int = 0) -> nn.Sequential:
 
 @pytest.fixture
 def reg():
-    registry = load_registry()
-    mod = types.ModuleType("toy_datasets")
-
-    @hookimpl
-    def register_datasets(register):
-        register(ToySource)
-        register(ToyTarget)
-
-    mod.register_datasets = register_datasets
-    registry.add_module(mod, "test-plugins", "0")
-    return registry
+    return registry_with(datasets=[ToySource, ToyTarget])
 
 
 @pytest.fixture(autouse=True)

@@ -14,11 +14,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from hrsbench import Defense
+from hrsbench import Defense, hookimpl
 from hrsbench.cells import Cell
 from hrsbench.config import RunConfig
 from hrsbench.params import defaults
-from hrsbench.plugins import registry
+from hrsbench.plugins import Registry, load_registry, registry
 from hrsbench.runner import evaluate
 
 SHAPE = (1, 4, 4)
@@ -230,3 +230,18 @@ def attack_line(
     metrics = evaluate(cell, defense, cls(**params), model, DATASET, x, y, cfg,
                        torch.device("cpu"), lambda *a: None)
     return {**cell.to_dict(), **metrics, "model_key": f"toy-{defense.name}-{id(model)}"}
+
+
+def registry_with(**kinds: list[type]) -> Registry:
+    """The installed plugins plus test plugin classes, registered through the same hooks a
+    package uses: ``registry_with(attacks=[Faulty], datasets=[A, B])``."""
+    reg = load_registry()
+    mod = types.ModuleType("test_plugins")
+    for kind, classes in kinds.items():
+        def hook(register, classes=classes):
+            for cls in classes:
+                register(cls)
+        hook.__name__ = f"register_{kind}"
+        setattr(mod, hook.__name__, hookimpl(hook))
+    reg.add_module(mod, "test-plugins", "0")
+    return reg
