@@ -391,6 +391,8 @@ def family_replicates(
     """Per family, resamples of its mean DES and of its fitted slope (absent when a point lacks
     per-example outcomes, or the point estimate itself is undefined)."""
     out: dict[tuple[Any, ...], dict[str, np.ndarray]] = {}
+    if not np.isfinite(reps.values["delta_d"]).any():
+        return out  # no line has per-example outcomes: no family has resamples
     for key, inside in family_points(reps.scored, behaviour, base).items():
         fam: dict[str, np.ndarray] = {}
         with_des = inside[inside["des"].notna()]
