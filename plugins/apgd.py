@@ -29,7 +29,9 @@ from hrsbench.gradient import GradientAttack, Tensor, bounds_of, dlr_loss
 #: of the iterations each time, but never less than 6% apart.
 FIRST_CHECK, CHECK_DECREASE, MIN_CHECK = 0.22, 0.03, 0.06
 #: A checkpoint halves the step unless the loss rose on at least this share of the steps since
-#: the previous one; the momentum weight on the new projected step.
+#: the previous one; the momentum weight on the new projected step. The stall condition also acts
+#: at the first checkpoint, as in Croce & Hein's Algorithm 1 (AutoAttack's code skips it there:
+#: docs/attacks.md, "The first checkpoint").
 RHO, MOMENTUM = 0.75, 0.75
 
 
