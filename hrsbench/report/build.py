@@ -15,6 +15,7 @@ import pandas as pd
 from hrsbench.report.des import (
     BASE,
     ETA,
+    GROUP,
     BehaviourRange,
     attach_des,
     family_summary,
@@ -62,10 +63,21 @@ class Report:
         """Lines of one trained model each (one seed): what per-model tables read."""
         return self.scored if self.unpooled is None else self.unpooled
 
-    @property
+    @cached_property
     def flag_field(self) -> str | None:
         return next((f for f in FLAG_FIELDS if f in self.scored.columns
                      and self.scored[f].map(lambda v: flags(v) != "").any()), None)
+
+    @cached_property
+    def _summaries(self) -> dict[tuple[Any, ...], pd.DataFrame]:
+        if self.summary.empty:
+            return {}
+        return {tuple(k): g for k, g in self.summary.groupby(list(GROUP), sort=False,
+                                                              dropna=False)}
+
+    def summary_of(self, key: tuple[Any, ...]) -> pd.DataFrame:
+        """The family summary rows of one comparison group (:data:`GROUP`'s values)."""
+        return self._summaries.get(tuple(key), self.summary.iloc[:0])
 
     @cached_property
     def varying(self) -> dict[str, list[str]]:

@@ -18,12 +18,22 @@ from typing import Any
 import pandas as pd
 
 from hrsbench.report.build import Report, build_report, flags
-from hrsbench.report.des import BASE, ETA, GROUP, BehaviourRange, varying_keys
+from hrsbench.report.des import BASE, ETA, BehaviourRange, varying_keys
 from hrsbench.report.frame import MODEL
 from hrsbench.report.merge import last_finished, merge_results
 from hrsbench.report.reprogramming import reprogramming_markdown, reprogramming_table
 from hrsbench.report.stats import resolution_sentence
-from hrsbench.report.tables import count, interval, isnum, markdown_table, num, params, pct, pp
+from hrsbench.report.tables import (
+    FLAG_FIELDS,
+    count,
+    interval,
+    isnum,
+    markdown_table,
+    num,
+    params,
+    pct,
+    pp,
+)
 from hrsbench.report.worstcase import SINGLE_LINE
 from hrsbench.storage import atomic_write
 
@@ -280,12 +290,7 @@ def _attack_sections(report: Report, data: pd.DataFrame) -> list[str]:
 
 
 def _group_tables(report: Report, group: pd.DataFrame, key: tuple[Any, ...]) -> list[str]:
-    s = report.summary
-    if not s.empty:
-        mask = pd.Series(True, index=s.index)
-        for col, val in zip(GROUP, key, strict=True):
-            mask &= s[col] == val
-        s = s[mask]
+    s = report.summary_of(key)
     if _all_resist(group):
         s = s.iloc[:0]
         out = ["Every line here, the base included, has a 100 % defense rate: the attack breaks "
@@ -345,14 +350,23 @@ def _family_table(s: pd.DataFrame, group: pd.DataFrame) -> list[str]:
                            "fit Δd (pp)", "Δt range", "defense-rate range"], rows)
 
 
+#: What a row of a line table reads (:func:`_line_table`, :func:`_note`).
+_LINE_COLUMNS = frozenset(
+    ["defense", "params", "des_note", "via_whitebox", "n_seeds", *FLAG_FIELDS]
+    + [f"{c}{end}" for c in ("clean_accuracy", "delta_t", "defense_rate", "delta_d", "des")
+       for end in ("", "_lo", "_hi")])
+
+
 def _line_table(report: Report, group: pd.DataFrame, s: pd.DataFrame) -> list[str]:
     ranks = _ranks(s)
     flag = report.flag_field
     order = {d: i for i, d in enumerate(s["defense"])} if not s.empty else {}
-    ordered = group.assign(
+    used = [c for c in group.columns if c in _LINE_COLUMNS]  # rows of these only: cheaper
+    ordered = group[used].assign(
         _rank=group["defense"].map(lambda d: -1 if d == report.base else order.get(d, 10**6)),
         _strength=pd.to_numeric(group["strength"], errors="coerce"),
-    ).sort_values(["_rank", "defense", "_strength", "params_key"], kind="stable")
+        _params_key=group["params_key"],
+    ).sort_values(["_rank", "defense", "_strength", "_params_key"], kind="stable")[used]
     varying = report.varying
     header = ["rank", "defense", "params", "clean acc", "Δt", "defense rate", "Δd", "DES",
               "family mean DES"]

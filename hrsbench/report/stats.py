@@ -416,13 +416,12 @@ def summary_intervals(
     :func:`family_replicates` of ``reps``, when already computed)."""
     fams = family_replicates(reps, behaviour, base) if fams is None else fams
     out = summary.copy()
+    keys = [_family_key(row) for row in summary[[*GROUP, "defense"]].to_dict("records")]
+    missing = np.full(reps.boot.replicates, np.nan)  # a NaN column has NaN bounds
     for name in ("mean_des", "slope"):
-        lo, hi = [], []
-        for row in summary.to_dict("records"):
-            r = fams.get(_family_key(row), {}).get(name)
-            b = reps.boot.bounds(r[:, None]) if r is not None else (np.nan, np.nan)
-            lo.append(float(np.ravel(b[0])[0]))
-            hi.append(float(np.ravel(b[1])[0]))
+        columns = [fams.get(key, {}).get(name, missing) for key in keys]
+        lo, hi = (reps.boot.bounds(np.stack(columns, axis=1)) if columns
+                  else (np.empty(0), np.empty(0)))
         out[f"{name}_lo"], out[f"{name}_hi"] = lo, hi
     out["rank"] = ""
     for _, group in out.groupby(list(GROUP), sort=False, dropna=False):
@@ -486,9 +485,10 @@ def ranks_with_ties(items: list[tuple[str, float, np.ndarray | None]], boot: Boo
 
 def _family_items(group: pd.DataFrame, fams: dict[tuple[Any, ...], dict[str, np.ndarray]]
                   ) -> list[tuple[str, float, np.ndarray | None]]:
+    keyed = group[[*GROUP, "defense", "mean_des"]] if "mean_des" in group else group.iloc[:0]
     return [(row["defense"], float(row["mean_des"]),
              fams.get(_family_key(row), {}).get("mean_des"))
-            for row in group.to_dict("records") if pd.notna(row["mean_des"])]
+            for row in keyed.to_dict("records") if pd.notna(row["mean_des"])]
 
 
 def comparisons(
