@@ -9,6 +9,7 @@ import pytest
 
 from hrsbench.report.des import attach_des, family_summary
 from hrsbench.report.stats import (
+    NEVER,
     Bootstrap,
     Comparison,
     family_replicates,
@@ -129,6 +130,22 @@ def test_images_needed_scale_as_the_square_of_the_interval():
     assert not c.resolved
     assert images_to_resolve(c, 10) == 40
     assert images_to_resolve(Comparison("a", "b", 0.0, -1.0, 1.0), 10) is None
+
+
+def test_only_the_attacked_images_share_of_the_interval_shrinks_with_more_of_them():
+    """The half-width on zero's side is 4 for a gap of 2. With 3 of it from the attacked
+    images, the rest (in squares 16 − 9 = 7) exceeds the squared gap 4 whatever their number;
+    with 3.9 of it, the rest 0.79 leaves n = 10 · 3.9² / (4 − 0.79)."""
+    c = Comparison("a", "b", 2.0, -2.0, 6.0, attacked_lo=-1.0, attacked_hi=4.0)
+    assert images_to_resolve(c, 10) == NEVER
+    c = Comparison("a", "b", 2.0, -2.0, 6.0, attacked_lo=-1.9, attacked_hi=5.0)
+    rest = 16 - 3.9 ** 2
+    assert images_to_resolve(c, 10) == int(np.ceil(10 * 3.9 ** 2 / (4 - rest)))
+    assert images_to_resolve(c, 10) > images_to_resolve(
+        Comparison("a", "b", 2.0, -2.0, 6.0), 10)  # more than scaling the whole interval
+    # the bound on zero's side counts, not the far one
+    skewed = Comparison("a", "b", 2.0, -2.0, 100.0)
+    assert images_to_resolve(skewed, 10) == 40
 
 
 def test_clean_means_resample_distinct_rows_as_the_images_they_stand_for():

@@ -399,6 +399,10 @@ def family_replicates(
         des = reps.column("des", with_des.index)
         if len(with_des) and not np.isnan(des).any():
             fam["mean_des"] = des.mean(axis=1)
+            # the attacked images' share of the error: Δt held at its estimate
+            dd = reps.column("delta_d", with_des.index)
+            dt_point = with_des["delta_t"].to_numpy(dtype=float)[None, :]
+            fam["mean_des_attacked"] = ratio(dd, dt_point + reps.eta).mean(axis=1)
         dt, dd = reps.column("delta_t", inside.index), reps.column("delta_d", inside.index)
         distinct = inside["delta_t"].astype(float).nunique() > 1
         if distinct and not (np.isnan(dt).any() or np.isnan(dd).any()):
@@ -444,24 +448,39 @@ class Comparison:
     difference: float
     lo: float
     hi: float
+    #: The interval with only the attacked images resampled (Δt held at its estimate): the part
+    #: of the error more attacked images shrink. ``None`` when not computed.
+    attacked_lo: float | None = None
+    attacked_hi: float | None = None
 
     @property
     def resolved(self) -> bool:
         return self.lo > 0 or self.hi < 0
 
 
-def pairwise(items: list[tuple[str, float, np.ndarray]], boot: Bootstrap) -> list[Comparison]:
+def pairwise(items: list[tuple[str, float, np.ndarray]], boot: Bootstrap,
+             attacked: Mapping[str, np.ndarray] | None = None) -> list[Comparison]:
     """Every pair of ``(name, estimate, resamples)`` items, higher estimate first, with the
-    interval of their difference (the resamples of all items drawn on the same units)."""
+    interval of their difference (the resamples of all items drawn on the same units); with
+    ``attacked`` (resamples per name over the attacked images only), that part's interval too."""
     items = sorted(items, key=lambda h: -float(h[1]))
+    attacked = attacked or {}
     out = []
     for i, (a, pa, ra) in enumerate(items):
         for b, pb, rb in items[i + 1:]:
-            with np.errstate(invalid="ignore"):
-                diff = ra - rb
-            lo, hi = boot.bounds(diff[:, None])
-            out.append(Comparison(str(a), str(b), float(pa - pb), float(lo[0]), float(hi[0])))
+            lo, hi = _difference_bounds(ra, rb, boot)
+            part: tuple[float | None, float | None] = (None, None)
+            if str(a) in attacked and str(b) in attacked:
+                part = _difference_bounds(attacked[str(a)], attacked[str(b)], boot)
+            out.append(Comparison(str(a), str(b), float(pa - pb), lo, hi, *part))
     return out
+
+
+def _difference_bounds(ra: np.ndarray, rb: np.ndarray, boot: Bootstrap) -> tuple[float, float]:
+    with np.errstate(invalid="ignore"):
+        diff = ra - rb
+    lo, hi = boot.bounds(diff[:, None])
+    return float(lo[0]), float(hi[0])
 
 
 def ranks_with_ties(items: list[tuple[str, float, np.ndarray | None]], boot: Bootstrap
@@ -497,7 +516,10 @@ def comparisons(
     """Every pair of families of one comparison group that both have mean-DES resamples, in
     the group's ranking order; the difference is resampled on the same pairs."""
     items = [h for h in _family_items(group, fams) if h[2] is not None]
-    return pairwise(items, boot)  # type: ignore[arg-type]
+    keyed = group[[*GROUP, "defense"]].to_dict("records") if len(group) else []
+    attacked = {row["defense"]: fams[_family_key(row)]["mean_des_attacked"] for row in keyed
+                if "mean_des_attacked" in fams.get(_family_key(row), {})}
+    return pairwise(items, boot, attacked)  # type: ignore[arg-type]
 
 
 def tied_ranks(
@@ -514,9 +536,10 @@ def resolution_sentence(
     n_images: int | None,
 ) -> str:
     """Which orderings of mean DES one comparison group resolves at the interval's level, and
-    for each one it does not, roughly how many attacked images would, assuming every interval
-    narrows as 1/√n (true of the sampling error over attacked images; it ignores training-seed
-    variation and the clean-image error in Δt, which more attacked images do not reduce)."""
+    for each one it does not, roughly how many attacked images would (:func:`images_to_resolve`:
+    only the attacked images' share of the error shrinks with more of them; the clean-image
+    error in Δt stays), or that none would. Training-seed variation is not in these intervals
+    unless the lines pool several seeds."""
     pairs = comparisons(group, fams, boot)
     if not pairs:
         ranked = int(group["mean_des"].notna().sum())
@@ -541,19 +564,46 @@ def _unresolved(c: Comparison, n_images: int | None) -> str:
     text = (f"{c.better} vs {c.worse} (difference {c.difference:.2f} "
             f"[{_fmt(c.lo)}, {_fmt(c.hi)}]")
     need = images_to_resolve(c, n_images)
-    if need is not None:
+    if need == NEVER:
+        text += ("; more attacked images alone would not resolve it: Δt's clean-image error "
+                 "is wider than the difference")
+    elif need is not None:
         text += f"; about {need:,} attacked images would resolve it"
     return text + ")"
 
 
+#: :func:`images_to_resolve`'s answer when more attacked images cannot resolve a difference.
+NEVER = -1
+
+
 def images_to_resolve(c: Comparison, n_images: int | None) -> int | None:
-    """Attacked images at which the interval's half-width would fall below the difference,
-    scaling the half-width as 1/√n; ``None`` when it cannot be said (no difference, an
-    unbounded interval)."""
-    half = (c.hi - c.lo) / 2
-    if not n_images or not np.isfinite(half) or c.difference == 0:
+    """Attacked images at which the interval's half-width would fall below the difference;
+    ``None`` when it cannot be said (no difference, an unbounded interval), :data:`NEVER` when
+    no number would do.
+
+    The half-width is the distance from the estimate to the bound on zero's side (intervals of
+    DES are skewed). Only the attacked images' share of it scales as 1/√n. With the interval
+    over the attacked images alone (``attacked_lo/hi``), the squared half-widths are split into
+    that share and the rest (the clean images' error in Δt, independent of it), and the rest
+    is held: n = n₀ · h_a² / (d² − h_c²), or never when h_c ≥ |d|. Without it the whole
+    half-width is scaled, which overstates what more attacked images achieve."""
+    d = c.difference
+    if not n_images or d == 0:
         return None
-    return int(np.ceil(n_images * (half / abs(c.difference)) ** 2))
+    half = d - c.lo if d > 0 else c.hi - d
+    if not np.isfinite(half):
+        return None
+    d2 = d ** 2
+    if c.attacked_lo is None or c.attacked_hi is None:
+        return max(int(np.ceil(n_images * half ** 2 / d2)), n_images + 1)
+    part = d - c.attacked_lo if d > 0 else c.attacked_hi - d
+    if not np.isfinite(part):
+        return None
+    rest = max(half ** 2 - part ** 2, 0.0)
+    if rest >= d2:
+        return NEVER
+    # an interval touching 0 is unresolved: the estimate is at least one more image
+    return max(int(np.ceil(n_images * part ** 2 / (d2 - rest))), n_images + 1)
 
 
 def _fmt(x: float) -> str:
