@@ -130,6 +130,33 @@ def _target(targeted: Any) -> str:
     return "targeted" if bool(targeted) else "untargeted"
 
 
+#: A figure's lines: one comparison group, on one set of attacked images.
+FIGURE_GROUP = list(dict.fromkeys([*GROUP, "n_test"]))
+
+
+def _images(scored: pd.DataFrame, dataset: Any, attack: Any, params_key: Any, n_test: Any
+            ) -> str:
+    """The attacked-image count in titles and names, only when the lines attack this attack
+    variant on several image sets (merged runs), whose figures would otherwise collide."""
+    here = scored[(scored["dataset"] == dataset) & (scored["attack"] == attack)
+                  & (scored["attack_params_key"] == params_key)]
+    counts = pd.to_numeric(here["n_test"], errors="coerce").dropna().unique()
+    return "" if len(counts) < 2 else f"{n_test} images"
+
+
+def _asr_bars(variant: pd.DataFrame) -> np.ndarray | None:
+    """The 95 % interval of each point's ASR, as error bars below and above, when the lines
+    carry one (the spread of repeated predictions is not a sampling error, so it is not shown)."""
+    if "defense_rate_lo" not in variant.columns:
+        return None
+    asr = 1.0 - variant["defense_rate"].astype(float).to_numpy()
+    lo = 1.0 - pd.to_numeric(variant["defense_rate_hi"], errors="coerce").to_numpy(dtype=float)
+    hi = 1.0 - pd.to_numeric(variant["defense_rate_lo"], errors="coerce").to_numpy(dtype=float)
+    if np.isnan(lo).all():
+        return None
+    return 100 * np.nan_to_num(np.stack([asr - lo, hi - asr]), nan=0.0).clip(min=0.0)
+
+
 def asr_figures(report: Report, styles: Styles) -> list[tuple[str, Figure]]:
     """Figure 4: per dataset and attack, one panel per setting, attack success rate against ε
     with one line per defense configuration (dashed: a deterministic defense's white-box line
@@ -138,9 +165,10 @@ def asr_figures(report: Report, styles: Styles) -> list[tuple[str, Figure]]:
     attacked = scored[scored["attack"] != "none"]
     settings = list(dict.fromkeys(attacked["setting"]))
     figures = []
-    for (dataset, attack, params_key, targeted), lines in attacked.groupby(
-        ["dataset", "attack", "attack_params_key", "targeted"], sort=True
+    for (dataset, attack, params_key, targeted, n_test), lines in attacked.groupby(
+        ["dataset", "attack", "attack_params_key", "targeted", "n_test"], sort=True, dropna=False
     ):
+        images = _images(scored, dataset, attack, params_key, n_test)
         panels = [s for s in settings if s in set(lines["setting"])]
         fig = Figure(figsize=(4.2 * len(panels) + 2.4, 3.6), layout="constrained")
         axes = fig.subplots(1, len(panels), sharey=True, squeeze=False)[0]
@@ -151,10 +179,9 @@ def asr_figures(report: Report, styles: Styles) -> list[tuple[str, Figure]]:
             for (defense, pkey), variant in here.groupby(["defense", "params_key"], sort=True):
                 variant = variant.sort_values("attack_strength")
                 colour, marker = styles.of(defense, pkey)
-                std = pd.to_numeric(variant["attack_success_rate_std"], errors="coerce")
                 handle = ax.errorbar(
                     variant["attack_strength"], 100 * variant["attack_success_rate"].astype(float),
-                    yerr=100 * std.fillna(0.0), color=colour, marker=marker, capsize=2,
+                    yerr=_asr_bars(variant), color=colour, marker=marker, capsize=2,
                     linestyle="--" if variant["via_whitebox"].all() else "-",
                 )
                 legend.setdefault((defense, pkey), (handle, styles.labels[variant.index[0]]))
@@ -166,9 +193,10 @@ def asr_figures(report: Report, styles: Styles) -> list[tuple[str, Figure]]:
         entries = [legend[k] for k in sorted(legend, key=lambda k: styles.order(*k))]
         fig.legend([h for h, _ in entries], [lab for _, lab in entries],
                    loc="outside right upper", fontsize="small")
-        fig.suptitle(f"{dataset} · {attack}{f' ({tag})' if tag else ''} · {_target(targeted)}")
+        fig.suptitle(f"{dataset} · {attack}{f' ({tag})' if tag else ''} · {_target(targeted)}"
+                     + (f" · {images}" if images else ""))
         figures.append((slug("asr", dataset, attack, _tag_slug(tag, params_key),
-                             _target(targeted)), fig))
+                             _target(targeted), images.replace(" ", "")), fig))
     return figures
 
 
@@ -181,16 +209,20 @@ def des_figures(report: Report, styles: Styles) -> list[tuple[str, Figure]]:
                     & scored["delta_t"].notna() & scored["delta_d"].notna()]
     summary = report.summary
     figures = []
-    for key, group in points.groupby(list(GROUP), sort=True):
-        dataset, attack, params_key, strength, setting, targeted = key
+    for key, group in points.groupby(FIGURE_GROUP, sort=True):
+        k = dict(zip(FIGURE_GROUP, key, strict=True))
+        dataset, attack, params_key = k["dataset"], k["attack"], k["attack_params_key"]
+        strength, setting, targeted = k["attack_strength"], k["setting"], k["targeted"]
+        images = _images(scored, dataset, attack, params_key, k["n_test"])
         fig = Figure(figsize=(6.4, 4.4), layout="constrained")
         ax = fig.subplots()
         ax.axhline(0, color="grey", lw=0.6)
         ax.axvline(0, color="grey", lw=0.6)
         ax.scatter([0], [0], color="black", marker="x", label=f"{report.base} (reference)")
         fam_rows = summary
-        for col, val in zip(GROUP, key, strict=True):
-            fam_rows = fam_rows[fam_rows[col] == val]
+        for col, val in k.items():
+            if col in fam_rows.columns:
+                fam_rows = fam_rows[fam_rows[col] == val]
         means = dict(zip(fam_rows["defense"], fam_rows["mean_des"], strict=True))
         fits = {r["defense"]: r for _, r in fam_rows.iterrows()}
         for defense, fam in group.groupby("defense", sort=True):
@@ -223,11 +255,13 @@ def des_figures(report: Report, styles: Styles) -> list[tuple[str, Figure]]:
         ax.set_xlabel("test accuracy drop Δt (pp)")
         ax.set_ylabel("defense rate gain Δd (pp)")
         ax.set_title(f"{dataset} · {attack}{f' ({tag})' if tag else ''} ε={strength:g} · "
-                     f"{setting} · {_target(targeted)}", fontsize="medium")
+                     f"{setting} · {_target(targeted)}" + (f" · {images}" if images else ""),
+                     fontsize="medium")
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small")
         figures.append((slug("des", dataset, attack, _tag_slug(tag, params_key),
-                             f"eps{strength:g}", setting, _target(targeted)), fig))
+                             f"eps{strength:g}", setting, _target(targeted),
+                             images.replace(" ", "")), fig))
     return figures
 
 
@@ -259,10 +293,13 @@ def gradient_figures(report: Report, styles: Styles) -> list[tuple[str, Figure]]
     lines = lines[(lines["attack"] != "none") & lines["defense_rate"].notna()
                   & lines[[f"_{f}" for f in fields]].notna().any(axis=1)]
     figures = []
-    for key, group in lines.groupby(list(GROUP), sort=True):
+    for key, group in lines.groupby(FIGURE_GROUP, sort=True):
         if len(group.drop_duplicates(["defense", "params_key"])) < 2:
             continue
-        dataset, attack, params_key, strength, setting, targeted = key
+        k = dict(zip(FIGURE_GROUP, key, strict=True))
+        dataset, attack, params_key = k["dataset"], k["attack"], k["attack_params_key"]
+        strength, setting, targeted = k["attack_strength"], k["setting"], k["targeted"]
+        images = _images(scored, dataset, attack, params_key, k["n_test"])
         shown = [f for f in fields if group[f"_{f}"].notna().any()]
         fig = Figure(figsize=(5.2 * len(shown) + 1.2, 4.4), layout="constrained")
         axes = fig.subplots(1, len(shown), sharey=True, squeeze=False)[0]
@@ -281,7 +318,9 @@ def gradient_figures(report: Report, styles: Styles) -> list[tuple[str, Figure]]
         axes[-1].legend(fontsize="small")
         tag = _attack_tag(scored, attack, params_key)
         fig.suptitle(f"{dataset} · {attack}{f' ({tag})' if tag else ''} ε={strength:g} · "
-                     f"{setting} · {_target(targeted)}", fontsize="medium")
+                     f"{setting} · {_target(targeted)}" + (f" · {images}" if images else ""),
+                     fontsize="medium")
         figures.append((slug("gradstd", dataset, attack, _tag_slug(tag, params_key),
-                             f"eps{strength:g}", setting, _target(targeted)), fig))
+                             f"eps{strength:g}", setting, _target(targeted),
+                             images.replace(" ", "")), fig))
     return figures
