@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from hrsbench.config import load_config
@@ -13,7 +14,7 @@ from hrsbench.errors import HrsbenchError
 from hrsbench.report.build import build_report
 from hrsbench.report.leaderboard import write_leaderboard
 from hrsbench.report.merge import merge_results
-from hrsbench.report.reference import load_reference
+from hrsbench.report.reference import load_reference, most_images
 from tests.test_leaderboard import line, write
 
 REFERENCE = """
@@ -154,3 +155,12 @@ def test_rewriting_from_the_same_results_is_byte_identical(results: Path, tmp_pa
     second = write_leaderboard([results], tmp_path / "a.md")[0].read_text()
     assert first == second
     assert "| data as of | 2026-01-01T00:00:00+00:00 |" in first
+
+
+def test_a_cell_attacked_on_several_image_sets_is_read_from_the_largest():
+    """Merged runs may attack one cell on 10 and on 40 images: the paper's value is compared
+    with the 40-image estimate, not an average of the two."""
+    rows = pd.DataFrame({"n_test": [10, 40, 40], "defense_rate": [0.2, 0.5, 0.6]})
+    assert most_images(rows)["defense_rate"].tolist() == [0.5, 0.6]
+    assert most_images(rows.iloc[:1])["n_test"].tolist() == [10]
+    assert most_images(rows.drop(columns="n_test")).equals(rows.drop(columns="n_test"))
