@@ -9,9 +9,18 @@ import pytest
 
 from hrsbench.report.behaviour import ETA
 from hrsbench.report.des import attach_des
-from hrsbench.report.seeds import pool_seeds
+from hrsbench.report.seeds import SeedDraws, pool_seeds
 from hrsbench.report.stats import Bootstrap, line_replicates, with_intervals
-from tests.outcome_lines import N_CLEAN, PAIRS, REPEATS, attack_line, clean_line
+from hrsbench.report.worstcase import worst_case
+from tests.outcome_lines import (
+    N_CLEAN,
+    PAIRS,
+    REPEATS,
+    attack_line,
+    clean_line,
+    draws,
+    pair_probabilities,
+)
 
 FAST = Bootstrap(replicates=400)
 
@@ -159,9 +168,11 @@ def test_leaderboard_of_two_seeds_pools_them_and_shows_the_spread(tmp_path):
     assert "mean of 2 seeds" in attacked
     assert "the brackets add the variation between seeds" in text
     head = text[text.index("## Headline"):text.index("## mnist")]
-    assert "seed 0" in head and "seed 1" in head  # one headline row per trained model
+    assert "| seed spread (min … max) |" in head
     noise_rows = [r for r in head.splitlines() if "| noise |" in r]
-    assert len(noise_rows) == 2 and all(" [" in r.split("|")[4] for r in noise_rows)
+    assert len(noise_rows) == 1  # one headline row per configuration, as in the line tables
+    cells = [c.strip() for c in noise_rows[0].split("|")[1:-1]]
+    assert " [" in cells[3] and "…" in cells[4] and cells[-1] == "mean of 2 seeds"
     assert "| seeds | `0`, `1` |" in text
 
 
@@ -218,3 +229,89 @@ def test_unresolved_pooled_orderings_claim_no_image_count(tmp_path):
     text = render(tmp_path, pd.DataFrame(rows).drop(columns=["stochastic"]))
     assert "Not resolved at 95 %: " in text
     assert "attacked images would resolve it" not in text
+
+
+def three_seed_study(defenses: dict[str, tuple[float, ...]] | None = None) -> pd.DataFrame:
+    """A base and stochastic defenses trained under 3 seeds, each model attacked by PGD and FGSM
+    on the same 40 images; ``defenses`` gives each defense's success-logit shift per seed, so
+    that its seeds genuinely differ."""
+    rng = np.random.default_rng(7)
+    image = rng.normal(0.0, 1.0, 40)
+    models = {"base": (1.5, 1.5, 1.5), **(defenses or {"noise": (-2.5, -1.0, 0.5)})}
+    rows = []
+    for seed in range(3):
+        for defense, shifts in models.items():
+            accuracy = 0.98 if defense == "base" else 0.93
+            clean = clean_line(defense, {}, rng.binomial(REPEATS, accuracy, N_CLEAN))
+            rows.append(seeded(clean, seed))
+            for attack, harder in (("pgd", 0.0), ("fgsm", -1.0)):
+                wins, picks = draws(rng, pair_probabilities(rng, shifts[seed] + harder, image))
+                rows.append(seeded(attack_line(defense, {}, clean["clean_accuracy"], wins, picks,
+                                               attack=attack, n_images=len(image)), seed))
+    return pd.DataFrame(rows)
+
+
+def test_headline_pools_the_seeds_of_a_configuration(tmp_path):
+    """One headline row per configuration, each number the mean over seeds of what the worst
+    case gives each seed alone, its DES the mean Δd over the mean Δt + η."""
+    from tests.test_report_intervals import render
+
+    raw = three_seed_study()
+    scored = attach_des(raw)
+    table = worst_case(scored, line_replicates(scored, FAST), pool=True)
+    assert sorted(table["defense"]) == ["base", "noise"]
+    noise = table[table["defense"] == "noise"].iloc[0]
+    assert noise["n_seeds"] == 3 and noise["seed"] == "0, 1, 2" and noise["n_lines"] == 6
+    alone = [worst_case(raw[raw["seed"] == s]).set_index("defense") for s in range(3)]
+    for col in ("worst_defense_rate", "whitebox_defense_rate", "clean_accuracy"):
+        assert noise[col] == pytest.approx(np.mean([t.loc["noise", col] for t in alone]))
+    delta_d = np.mean([t.loc["noise", "worst_defense_rate"] - t.loc["base", "worst_defense_rate"]
+                       for t in alone])
+    delta_t = np.mean([t.loc["base", "clean_accuracy"] - t.loc["noise", "clean_accuracy"]
+                       for t in alone])
+    assert noise["delta_t"] == pytest.approx(delta_t)
+    assert noise["adaptive_des"] == pytest.approx(delta_d / (delta_t + ETA))
+    for col in ("worst_defense_rate", "adaptive_des", "whitebox_des"):
+        assert noise[f"{col}_lo"] <= noise[col] <= noise[f"{col}_hi"]
+    text = render(tmp_path, raw)
+    head = text[text.index("## Headline"):text.index("## mnist")]
+    rows = [r for r in head.splitlines() if "| noise |" in r]
+    assert len(rows) == 1 and rows[0].endswith("| mean of 3 seeds |")
+    assert "seed 0" not in head
+
+
+def test_pooled_headline_intervals_add_the_seed_part(monkeypatch):
+    """Seeds far apart: the pooled adaptive DES interval is far wider than its image part."""
+    scored = attach_des(three_seed_study())
+    reps = line_replicates(scored, FAST)
+
+    def width() -> float:
+        table = worst_case(scored, reps, pool=True)
+        noise = table[table["defense"] == "noise"].iloc[0]
+        return float(noise["adaptive_des_hi"] - noise["adaptive_des_lo"])
+
+    pooled = width()
+    monkeypatch.setattr(SeedDraws, "deviation", lambda self, values, seeds: 0.0)
+    assert pooled > 2 * width()
+
+
+def test_pooled_headline_ranks_on_the_pooled_resamples(monkeypatch):
+    """Two defenses whose order swaps from seed to seed: apart on the images alone, tied once
+    the seeds' variation is in the resamples the ranks compare."""
+    scored = attach_des(three_seed_study({"a": (-2.5, -1.0, 0.5), "b": (0.5, -0.5, -1.5)}))
+    reps = line_replicates(scored, FAST)
+
+    def ranks() -> list[str]:
+        table = worst_case(scored, reps, pool=True)
+        return sorted(table.loc[table["defense"] != "base", "rank"])
+
+    assert ranks() == ["1=", "1="]
+    monkeypatch.setattr(SeedDraws, "deviation", lambda self, values, seeds: 0.0)
+    assert ranks() == ["1", "2"]
+
+
+def test_one_seed_headline_is_left_as_it_is():
+    raw = three_seed_study()
+    scored = attach_des(raw[raw["seed"] == 0].reset_index(drop=True))
+    reps = line_replicates(scored, FAST)
+    pd.testing.assert_frame_equal(worst_case(scored, reps, pool=True), worst_case(scored, reps))

@@ -48,7 +48,8 @@ class Report:
     base: str = BASE
     eta: float = ETA
     behaviour: BehaviourRange = field(default_factory=BehaviourRange)
-    #: Worst case over attacks per model and threat budget (:func:`.worstcase.worst_case`).
+    #: Worst case over attacks per model and threat budget (:func:`.worstcase.worst_case`),
+    #: pooled over seeds as the lines are.
     worst: pd.DataFrame = field(default_factory=pd.DataFrame)
     #: Per family (:data:`~hrsbench.report.des.GROUP` + defense), resamples of its mean DES and
     #: slope, for the sentence saying which orderings are resolved.
@@ -110,8 +111,7 @@ def build_report(
     attacks = [r for r in merged.records if r["kind"] in EVASION_KINDS]
     scored = attach_des(pd.DataFrame(with_sanity(attacks)), base=base, eta=eta)
     reps = line_replicates(scored, boot, eta)
-    # the worst case is per trained model, so per seed; everything else pools the seeds
-    worst = worst_case(scored, reps, base, eta)
+    worst = worst_case(scored, reps, base, eta, pool=True)
     pooled, preps = pool_seeds(scored, reps)
     unpooled = None if pooled is scored else with_intervals(scored, reps)
     families = family_replicates(preps, behaviour, base)

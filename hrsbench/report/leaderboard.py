@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -123,8 +124,8 @@ def _header(report: Report, generated: datetime) -> list[str]:
         legend += (" Lines that differ only in their training seed are pooled: rates, Δt and Δd "
                    "are means over seeds, each seed against the base of the same seed, DES is "
                    "mean Δd / (mean Δt + η), and the brackets add the variation between seeds "
-                   "(docs/des.md, \"Several training seeds\"). The headline table keeps one row "
-                   "per seed.")
+                   "(docs/des.md, \"Several training seeds\"). The headline table pools them "
+                   "the same way: each seed's worst case against the base of the same seed.")
     return markdown_table(["", ""], rows) + ["", legend]
 
 
@@ -140,7 +141,10 @@ def _headline_section(report: Report) -> list[str]:
            "other half: docs/des.md). *Adaptive DES* uses that worst case over all settings, "
            "*white-box DES* over white-box attacks only; brackets are 95 % intervals."]
     clean = _clean_intervals(report.per_model)
-    verdicts = _verdicts(report)
+    verdicts = _verdicts(report, report.per_model)
+    if report.unpooled is not None:  # a pooled row's model is its seeds' models joined by "+"
+        clean.update(_clean_intervals(report.scored))
+        verdicts.update(_verdicts(report, report.scored))
     keys = ["dataset", "attack_strength", "targeted", "n_test"]
     for key, budget in worst.groupby(keys, sort=True, dropna=False):
         dataset, eps, targeted, n_test = key
@@ -164,8 +168,9 @@ def _headline_table(report: Report, budget: pd.DataFrame, clean: dict[str, tuple
     out = [f"Without per-example outcomes, each model's {SINGLE_LINE.split(' (')[0]} stands "
            "in for the worst case, without intervals; ranks follow the estimates and say "
            "nothing about which differences are resolved.", ""] if all(single) else []
+    pooled = "n_seeds" in budget.columns  # rows of several seeds show their spread
     seed_of = {r.get(MODEL): r.get("seed") for r in report.merged.records}
-    several = len({seed_of.get(m) for m in budget["model"]}) > 1
+    several = not pooled and len({seed_of.get(m) for m in budget["model"]}) > 1
     rows = []
     for _, r in ordered.iterrows():
         lo, hi = clean.get(r["model"], (None, None))
@@ -178,15 +183,24 @@ def _headline_table(report: Report, budget: pd.DataFrame, clean: dict[str, tuple
             "ref" if r["defense"] == report.base else rank,
             r["defense"], params(r["params"], varying.get(r["defense"], [])),
             interval(r["clean_accuracy"], lo, hi, digits=2),
+            *([_seed_spread(r, partial(interval, digits=2))] if pooled else []),
             _with_interval(r, "worst_defense_rate"),
             "ref" if r["defense"] == report.base else _with_interval(r, "adaptive_des", 1, 2),
             "ref" if r["defense"] == report.base else _with_interval(r, "whitebox_des", 1, 2),
-            r["strongest"] or "—", verdicts.get(r["model"], ""), note,
+            r["strongest"] or "—", verdicts.get(r["model"], ""), _seeds_note(r, note),
         ])
     return out + markdown_table(["rank", "defense", "params", "clean acc",
+                                 *(["seed spread (min … max)"] if pooled else []),
                                  "worst-case defense rate",
                                  "adaptive DES", "white-box DES", "strongest most often",
                                  "sanity", "note"], rows)
+
+
+def _seeds_note(r: Mapping[str, Any], note: str) -> str:
+    """``note``, led by how many seeds a pooled row is the mean of, as a pooled line's is."""
+    if isnum(r.get("n_seeds")) and int(r["n_seeds"]) > 1:
+        return "; ".join(filter(None, [f"mean of {int(r['n_seeds'])} seeds", note]))
+    return note
 
 
 def _clean_intervals(scored: pd.DataFrame) -> dict[str, tuple[Any, Any]]:
@@ -201,11 +215,11 @@ def _clean_intervals(scored: pd.DataFrame) -> dict[str, tuple[Any, Any]]:
     return out
 
 
-def _verdicts(report: Report) -> dict[str, str]:
+def _verdicts(report: Report, lines: pd.DataFrame) -> dict[str, str]:
+    """The sanity verdict of each model of ``lines``."""
     flag = report.flag_field
     if not flag:
         return {}
-    lines = report.per_model
     return {m: flags(v) for m, v in zip(lines[MODEL], lines[flag], strict=True)}
 
 
@@ -256,11 +270,12 @@ def _clean_table(report: Report, data: pd.DataFrame) -> list[str]:
     return markdown_table([*header, "epochs", "n_train", "note"], rows)
 
 
-def _seed_spread(m: Mapping[str, Any]) -> str:
-    """Clean accuracy's lowest and highest value over a pooled model's seeds."""
+def _seed_spread(m: Mapping[str, Any], fmt: Callable[[Any], str] = pct) -> str:
+    """Clean accuracy's lowest and highest value over a pooled model's seeds, each as ``fmt``
+    writes it (as its table writes clean accuracy)."""
     if not isnum(m["n_seeds"]) or int(m["n_seeds"]) < 2:
         return "—"
-    return _span(m["clean_accuracy_seed_min"], m["clean_accuracy_seed_max"], pct)
+    return _span(m["clean_accuracy_seed_min"], m["clean_accuracy_seed_max"], fmt)
 
 
 def _attack_sections(report: Report, data: pd.DataFrame) -> list[str]:
@@ -399,9 +414,7 @@ def _note(report: Report, r: Mapping[str, Any]) -> str:
     note = "" if r["defense"] == report.base or not isnum(r["des_note"]) else r["des_note"]
     if r["via_whitebox"]:
         note = "; ".join(filter(None, ["via white-box", note]))
-    if isnum(r.get("n_seeds")) and int(r["n_seeds"]) > 1:
-        note = "; ".join(filter(None, [f"mean of {int(r['n_seeds'])} seeds", note]))
-    return note
+    return _seeds_note(r, note)
 
 
 def _span(lo: Any, hi: Any, fmt: Any) -> str:

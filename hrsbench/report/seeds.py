@@ -68,7 +68,7 @@ def pool_seeds(scored: pd.DataFrame, reps: Replicates) -> tuple[pd.DataFrame, Re
     with the seed part added; unchanged when no configuration has several seeds."""
     if not several_seeds(scored):
         return scored, reps
-    draws = SeedDraws(reps.boot, sorted({int(s) for s in scored["seed"] if not missing(s)}))
+    draws = seed_draws(scored, reps.boot)
     rows, columns = [], []
     for _, group in _groups(scored):
         positions = scored.index.get_indexer(group.sort_values("seed", kind="stable").index)
@@ -178,6 +178,12 @@ class SeedDraws:
             out[name] = np.clip(per_seed.mean(axis=1) + self.deviation(points, seeds), low, 1.0)
         out["des"] = ratio(out["delta_d"], out["delta_t"] + reps.eta)
         return out
+
+
+def seed_draws(scored: pd.DataFrame, boot: Bootstrap) -> SeedDraws:
+    """The seed part's draws for every seed of ``scored``: built from the same seeds, the lines
+    and the worst case over attacks share them, so their differences stay paired over seeds."""
+    return SeedDraws(boot, sorted({int(s) for s in scored["seed"] if not missing(s)}))
 
 
 def per_seed_points(scored: pd.DataFrame, name: str, positions: np.ndarray) -> np.ndarray:

@@ -20,18 +20,28 @@ Worst-case rates get intervals from the same resamples as the lines (:mod:`hrsbe
 paired with the base model's worst case in the same budget; the **adaptive DES** is
 Δd / (Δt + η) with Δd the difference of worst-case defense rates over all settings, the
 **white-box DES** the same over white-box lines only.
+
+**Several training seeds.** Asked to pool, models that differ only in their training seed become
+one row per configuration and budget, pooled as :mod:`.seeds` pools lines: rates, Δt and Δd are
+means over seeds, each seed against the base model of the same seed, the DES is
+``mean Δd / (mean Δt + η)``, and the resamples are the mean of the seeds' image resamples plus
+the seed part drawn by the lines' own :class:`~hrsbench.report.seeds.SeedDraws`, so that a
+headline row and the lines stay paired over seeds.
 """
 
 from __future__ import annotations
 
 from collections.abc import Hashable
 from dataclasses import dataclass
+from numbers import Real
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from hrsbench.report.des import BASE, ETA
+from hrsbench.report.frame import missing
+from hrsbench.report.seeds import SeedDraws, seed_draws
 from hrsbench.report.stats import (
     Bootstrap,
     Replicates,
@@ -57,6 +67,10 @@ COLUMNS = (
     "whitebox_defense_rate_hi", "adaptive_des", "adaptive_des_lo", "adaptive_des_hi",
     "whitebox_des", "whitebox_des_lo", "whitebox_des_hi", "strongest", "des_note", "rank",
 )
+#: Columns a pooled table adds (:func:`worst_case` with ``pool``), as pooled lines do.
+SEED_COLUMNS = ("n_seeds", "seed", "clean_accuracy_seed_min", "clean_accuracy_seed_max")
+#: Where a model's key (:func:`_groups`) holds its seed: the model, then :data:`BUDGET`.
+_SEED_AT = 1 + BUDGET.index("seed")
 
 
 def cross_fit(successes: np.ndarray, picks: np.ndarray, repeats: int) -> np.ndarray:
@@ -210,35 +224,48 @@ def _interval(boot: Bootstrap | None, reps: np.ndarray | None) -> tuple[float, f
 
 
 def worst_case(
-    df: pd.DataFrame, reps: Replicates | None = None, base: str = BASE, eta: float = ETA
+    df: pd.DataFrame, reps: Replicates | None = None, base: str = BASE, eta: float = ETA,
+    pool: bool = False,
 ) -> pd.DataFrame:
     """One row per model and threat budget (:data:`COLUMNS`): the worst-case defense rate over
     all its attack lines and over its white-box lines, and the adaptive and white-box DES
     against the base model's worst case in the same budget, with intervals when ``reps``
     (:func:`hrsbench.report.stats.line_replicates`) is given and the lines carry per-example
-    outcomes."""
+    outcomes. With ``pool``, where some configuration was trained under several seeds, one row
+    per configuration and budget instead, pooled over its seeds (:data:`SEED_COLUMNS` added), as
+    :func:`hrsbench.report.seeds.pool_seeds` pools the lines."""
     boot = reps.boot if reps is not None else None
     lines = _eps_lines(df)
     lines = lines[[c for c in lines.columns if c in _USED]]  # cheaper copies per budget
-    rows: list[dict[str, Any]] = []
-    worst: dict[tuple[Hashable, ...], tuple[Worst | None, Worst | None]] = {}
-    for key, group in _groups(lines).items():
-        budget = budget_of(group)
-        if budget is None:
-            worst[key] = (best_line(group), best_line(group[group["setting"] == "whitebox"]))
-            rows.append(_row(key, group, _strongest_line(group), worst[key], boot))
-            rows[-1]["des_note"] = SINGLE_LINE
-            continue
-        white = budget_of(group[group["setting"] == "whitebox"])
-        worst[key] = (worst_rate(budget, boot), worst_rate(white, boot) if white else None)
-        rows.append(_row(key, group, budget.strongest(), worst[key], boot))
-    _attach_des(rows, worst, reps, base, eta)
-    _rank(rows, list(worst), boot)
-    table = pd.DataFrame(rows, columns=list(COLUMNS))
+    groups = _groups(lines)
+    rows = [_model_row(key, group, boot) for key, group in groups.items()]
+    keys = list(groups)
+    _attach_des(rows, keys, reps, base, eta)
+    if pool and "seed" in df.columns:
+        draws = seed_draws(df, boot) if boot is not None else None
+        rows, keys = _pooled_rows(rows, keys, draws, boot, base, eta)
+    _rank(rows, keys, boot)
+    pooled = any("n_seeds" in r for r in rows)
+    table = pd.DataFrame(rows, columns=list(COLUMNS) + (list(SEED_COLUMNS) if pooled else []))
     if table.empty:
         return table
     return table.sort_values(["dataset", "attack_strength", "targeted", "n_test", "defense"],
                              kind="stable").reset_index(drop=True)
+
+
+def _model_row(key: tuple[Hashable, ...], group: pd.DataFrame, boot: Bootstrap | None
+               ) -> dict[str, Any]:
+    """One model's row in one budget, before DES: the worst case over its lines, or without
+    per-example outcomes its strongest single line."""
+    budget = budget_of(group)
+    if budget is None:
+        found = (best_line(group), best_line(group[group["setting"] == "whitebox"]))
+        row = _row(key, group, _strongest_line(group), found, boot)
+        row["des_note"] = SINGLE_LINE
+        return row
+    white = budget_of(group[group["setting"] == "whitebox"])
+    found = (worst_rate(budget, boot), worst_rate(white, boot) if white else None)
+    return _row(key, group, budget.strongest(), found, boot)
 
 
 #: The note of a budget whose lines lack per-example outcomes.
@@ -262,6 +289,8 @@ def _strongest_line(lines: pd.DataFrame) -> str:
 
 def _row(key: tuple[Hashable, ...], group: pd.DataFrame, strongest: str,
          found: tuple[Worst | None, Worst | None], boot: Bootstrap | None) -> dict[str, Any]:
+    """A model's row; the keys with a leading underscore carry what DES and pooling over seeds
+    read and the table leaves out."""
     first = group.iloc[0]
     row: dict[str, Any] = {c: None for c in COLUMNS}
     row.update({
@@ -270,38 +299,64 @@ def _row(key: tuple[Hashable, ...], group: pd.DataFrame, strongest: str,
         "targeted": bool(first["targeted"]), "n_test": first.get("n_test"),
         "n_lines": len(group), "clean_accuracy": first["clean_accuracy"],
         "strongest": strongest,
+        "_config": tuple(None if missing(v) else v for v in (
+            first["defense"], first.get("params_key", str(first.get("params"))),
+            first.get("n_train"), first.get("epochs"))),
     })
-    for name, w in zip(("worst_defense_rate", "whitebox_defense_rate"), found, strict=True):
-        if w is not None:
-            row[name] = w.rate
-            row[f"{name}_lo"], row[f"{name}_hi"] = _interval(boot, w.reps)
+    _rates(row, found, boot)
     if found[0] is None:
         row["des_note"] = "no unbiased worst case: a stochastic model needs 2+ draws per line"
     return row
 
 
-def _attach_des(rows: list[dict[str, Any]], worst: dict[tuple[Hashable, ...], tuple[Any, Any]],
+def _rates(row: dict[str, Any], found: tuple[Worst | None, Worst | None],
+           boot: Bootstrap | None) -> None:
+    """The worst-case and white-box defense rates of a row, with their intervals."""
+    row["_found"] = found
+    for name, w in zip(("worst_defense_rate", "whitebox_defense_rate"), found, strict=True):
+        if w is not None:
+            row[name] = w.rate
+            row[f"{name}_lo"], row[f"{name}_hi"] = _interval(boot, w.reps)
+
+
+def _attach_des(rows: list[dict[str, Any]], keys: list[tuple[Hashable, ...]],
                 reps: Replicates | None, base: str, eta: float) -> None:
-    """Fill Δt and both DES of each row against the base model of its budget."""
-    keys = list(worst)  # in the order of the rows
+    """Fill Δt, Δd and both DES of each row (``keys`` in the order of the rows) against the base
+    model of its budget."""
     base_of: dict[tuple[Any, ...], int] = {}
     for i, (key, row) in enumerate(zip(keys, rows, strict=True)):
         if row["defense"] == base:
             base_of.setdefault(key[1:], i)
     for i, (key, row) in enumerate(zip(keys, rows, strict=True)):
         b = base_of.get(key[1:])
+        if b is None:
+            row["des_note"] = row["des_note"] or f"no {base!r} model"
+        row["_note"] = row["des_note"]  # what pooled seeds share, before any Δt is known
         if b is None or b == i:
-            if b is None:
-                row["des_note"] = row["des_note"] or f"no {base!r} model"
             continue
         row["delta_t"] = float(rows[b]["clean_accuracy"]) - float(row["clean_accuracy"])
-        if -eta < row["delta_t"] < 0:
-            row["des_note"] = "; ".join(filter(None, [
-                row["des_note"], f"more accurate than {base!r}: Δt + η = "
-                f"{100 * (row['delta_t'] + eta):.2f} pp makes DES large"]))
-        dt_reps = _delta_t_reps(reps, keys[b][0], key[0])
-        for j, name in enumerate(("adaptive_des", "whitebox_des")):
-            _des_cell(row, name, worst[key][j], worst[keys[b]][j], dt_reps, eta, reps)
+        row["_delta_t_reps"] = _delta_t_reps(reps, keys[b][0], key[0])
+        row["_delta_d"] = tuple(_difference(mine, theirs) for mine, theirs in
+                                zip(row["_found"], rows[b]["_found"], strict=True))
+        _score(row, reps.boot if reps is not None else None, base, eta)
+
+
+def _difference(mine: Worst | None, theirs: Worst | None) -> Worst | None:
+    """Δd of two worst cases on the same images, its resamples paired."""
+    if mine is None or theirs is None:
+        return None
+    reps = None if mine.reps is None or theirs.reps is None else mine.reps - theirs.reps
+    return Worst(mine.rate - theirs.rate, reps)
+
+
+def _score(row: dict[str, Any], boot: Bootstrap | None, base: str, eta: float) -> None:
+    """Both DES of a row from its Δt and Δd, with the notes that its Δt calls for."""
+    if -eta < row["delta_t"] < 0:
+        row["des_note"] = "; ".join(filter(None, [
+            row["des_note"], f"more accurate than {base!r}: Δt + η = "
+            f"{100 * (row['delta_t'] + eta):.2f} pp makes DES large"]))
+    for name, delta_d in zip(("adaptive_des", "whitebox_des"), row["_delta_d"], strict=True):
+        _des_cell(row, name, delta_d, row["_delta_t_reps"], eta, boot)
 
 
 def _delta_t_reps(reps: Replicates | None, base_model: Hashable,
@@ -312,21 +367,106 @@ def _delta_t_reps(reps: Replicates | None, base_model: Hashable,
     return None if a is None or b is None else a - b
 
 
-def _des_cell(row: dict[str, Any], name: str, mine: Worst | None, theirs: Worst | None,
-              dt_reps: np.ndarray | None, eta: float, reps: Replicates | None) -> None:
-    if mine is None or theirs is None:
+def _des_cell(row: dict[str, Any], name: str, delta_d: Worst | None,
+              dt_reps: np.ndarray | None, eta: float, boot: Bootstrap | None) -> None:
+    if delta_d is None:
         return
     denominator = float(row["delta_t"]) + eta
     if denominator <= 0:
         if "Δt + η ≤ 0" not in (row["des_note"] or ""):
             row["des_note"] = "; ".join(filter(None, [row["des_note"], "no DES: Δt + η ≤ 0"]))
         return
-    row[name] = (mine.rate - theirs.rate) / denominator
-    if reps is None or dt_reps is None or mine.reps is None or theirs.reps is None:
+    row[name] = delta_d.rate / denominator
+    if boot is None or dt_reps is None or delta_d.reps is None:
         return
-    des = ratio(mine.reps - theirs.reps, dt_reps + eta)
-    row[f"{name}_lo"], row[f"{name}_hi"] = _interval(reps.boot, des)
+    des = ratio(delta_d.reps, dt_reps + eta)
+    row[f"{name}_lo"], row[f"{name}_hi"] = _interval(boot, des)
     row[f"_{name}_reps"] = des
+
+
+def _pooled_rows(rows: list[dict[str, Any]], keys: list[tuple[Hashable, ...]],
+                 draws: SeedDraws | None, boot: Bootstrap | None, base: str, eta: float
+                 ) -> tuple[list[dict[str, Any]], list[tuple[Hashable, ...]]]:
+    """The rows (and their keys) of each configuration and budget pooled over their seeds;
+    unchanged where no configuration has several, as the lines are. A pooled key's seed is
+    None, so that every configuration of a budget is ranked together."""
+    seeds = [_seed(k) for k in keys]
+    configs: dict[tuple[Hashable, ...], list[int]] = {}
+    for i, (key, row, seed) in enumerate(zip(keys, rows, seeds, strict=True)):
+        alone = key[0] if seed is None else None  # no seed: nothing to pool with
+        budget = (*key[1:_SEED_AT], None, *key[_SEED_AT + 1:])
+        configs.setdefault((row["_config"], alone, *budget), []).append(i)
+    if all(len(members) == 1 for members in configs.values()):
+        return rows, keys
+    out_rows, out_keys = [], []
+    for (_, _, *budget), members in configs.items():
+        ordered = sorted(members, key=lambda i: seeds[i] or 0)
+        out_rows.append(_pooled_row([rows[i] for i in ordered], [seeds[i] for i in ordered],
+                                    draws, boot, base, eta))
+        out_keys.append((out_rows[-1]["model"], *budget))
+    return out_rows, out_keys
+
+
+def _seed(key: tuple[Hashable, ...]) -> int | None:
+    """A model key's training seed (a float where the column also holds missing seeds)."""
+    seed = key[_SEED_AT]
+    return int(seed) if isinstance(seed, Real) and not missing(seed) else None
+
+
+def _pooled_row(rows: list[dict[str, Any]], seeds: list[int | None], draws: SeedDraws | None,
+                boot: Bootstrap | None, base: str, eta: float) -> dict[str, Any]:
+    """One row for the seeds of a configuration in one budget (``rows`` in the order of
+    ``seeds``): per-seed means, each seed against the base of the same seed, and resamples with
+    the seed part added."""
+    accuracy = [r["clean_accuracy"] for r in rows]
+    known = not any(missing(a) for a in accuracy)
+    out: dict[str, Any] = {c: None for c in COLUMNS}
+    out.update({c: rows[0][c] for c in ("dataset", "defense", "params", "attack_strength",
+                                        "targeted", "n_test")})
+    out.update({
+        "model": "+".join(str(r["model"]) for r in rows),
+        "n_lines": sum(int(r["n_lines"]) for r in rows),
+        "clean_accuracy": float(np.mean(accuracy)) if known else None,
+        "strongest": _most_frequent([r["strongest"] for r in rows]),
+        "n_seeds": len(rows), "seed": ", ".join(map(str, seeds)) if len(seeds) > 1 else seeds[0],
+        "clean_accuracy_seed_min": min(accuracy) if known else None,
+        "clean_accuracy_seed_max": max(accuracy) if known else None,
+    })
+    found = tuple(_pooled([r["_found"][j] for r in rows], seeds, draws, 0.0) for j in range(2))
+    _rates(out, (found[0], found[1]), boot)
+    out["des_note"] = "; ".join(dict.fromkeys(str(r["_note"]) for r in rows if r["_note"])) or None
+    out["_note"] = out["des_note"]
+    if not any(missing(r["delta_t"]) for r in rows):
+        delta_t = _pooled([Worst(float(r["delta_t"]), r["_delta_t_reps"]) for r in rows],
+                          seeds, draws, -1.0)
+        assert delta_t is not None  # every seed has its Δt
+        out["delta_t"], out["_delta_t_reps"] = delta_t.rate, delta_t.reps
+        out["_delta_d"] = tuple(_pooled([r["_delta_d"][j] for r in rows], seeds, draws, -1.0)
+                                for j in range(2))
+        _score(out, boot, base, eta)
+    return out
+
+
+def _pooled(found: list[Worst | None], seeds: list[int | None], draws: SeedDraws | None,
+            low: float) -> Worst | None:
+    """The mean over seeds of a rate (or difference, down to ``low``), resampled as the mean of
+    the seeds' image resamples plus the seed part; None unless every seed has one."""
+    present = [w for w in found if w is not None]
+    if len(present) < len(found):
+        return None
+    points = np.array([w.rate for w in present], dtype=float)
+    rate = float(points.mean())
+    reps = [w.reps for w in present if w.reps is not None]
+    if draws is None or len(reps) < len(present):
+        return Worst(rate, None)
+    return Worst(rate, np.clip(np.mean(reps, axis=0) + draws.deviation(points, seeds), low, 1.0))
+
+
+def _most_frequent(values: list[str]) -> str:
+    """The strongest attack most seeds share (ties: the first in sorted order, as
+    :meth:`Budget.strongest` breaks them); "" where no seed's attacks broke anything."""
+    named = [v for v in values if v]
+    return max(sorted(set(named)), key=named.count) if named else ""
 
 
 def _rank(rows: list[dict[str, Any]], keys: list[tuple[Hashable, ...]],
