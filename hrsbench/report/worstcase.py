@@ -76,16 +76,22 @@ _SEED_AT = 1 + BUDGET.index("seed")
 def cross_fit(successes: np.ndarray, picks: np.ndarray, repeats: int) -> np.ndarray:
     """Per example, the worst case's success frequency over the lines (rows of the K × n count
     arrays), picked on one half of the draws and scored on the other, both ways round and
-    averaged. Ties in the picking half go to the first line: any rule that ignores the scoring
-    half keeps the estimate unbiased."""
+    averaged. Lines tied in the picking half (frequent with few draws) are scored by their mean:
+    a rule that ignores the scoring half keeps the estimate unbiased, and this one also keeps it
+    independent of the order of the lines."""
     half = repeats // 2
     if half < 1:
         raise ValueError("a cross-fitted worst case needs at least 2 prediction draws")
     rest = successes - picks
-    cols = np.arange(successes.shape[1])
-    by_pick = rest[np.argmax(picks, axis=0), cols] / (repeats - half)
-    by_rest = picks[np.argmax(rest, axis=0), cols] / half
+    by_pick = _mean_of_best(picks, rest) / (repeats - half)
+    by_rest = _mean_of_best(rest, picks) / half
     return (by_pick + by_rest) / 2
+
+
+def _mean_of_best(choose: np.ndarray, score: np.ndarray) -> np.ndarray:
+    """Per column, the mean of ``score`` over the rows where ``choose`` is largest."""
+    tied = choose == choose.max(axis=0, keepdims=True)
+    return (score * tied).sum(axis=0) / tied.sum(axis=0)
 
 
 def naive_maximum(successes: np.ndarray, repeats: int) -> np.ndarray:
