@@ -101,3 +101,23 @@ def test_paper_rows_show_our_interval_and_say_why_a_des_is_missing(tmp_path):
     assert "[" in row and "paper's value inside our 95 % interval" in row
     row = next(r for r in text.splitlines() if r.startswith("| T2 |"))
     assert "no DES: Δt + η ≤ 0" in row and "not run" not in row
+
+
+def test_merged_runs_on_different_image_sets_get_a_table_each(tmp_path):
+    """The same threat attacked on 40 images by one run and on the first 10 by another: a family
+    table per image set, each counting every model once, titled with its image count."""
+    from hrsbench.outcomes import decode_counts
+
+    big = study(families={"strong": [-3.0, -2.5], "weak": [0.6, 0.8]})
+    small = []
+    for r in big[big["attack"] != "none"].to_dict("records"):
+        wins, picks = decode_counts(r["successes"]), decode_counts(r["successes_pick"])
+        small.append(attack_line(r["defense"], r["params"], r["clean_accuracy"], wins[:90],
+                                 picks[:90], n_images=10, tag="10"))
+    text = render(tmp_path, pd.concat([big, pd.DataFrame(small)], ignore_index=True))
+    for n in (10, 40):
+        title = f"### pgd · ε=0.1 · whitebox · targeted · {n} attacked images"
+        assert text.count(title) == 1
+        section = text[text.index(title):].split("\n### ")[0]
+        assert "| strong | 2/2 |" in section and "| weak | 2/2 |" in section
+        assert f"### Headline · mnist · ε=0.1 · targeted · {n} attacked images" in text

@@ -21,6 +21,7 @@ from hrsbench.report.des import (
     family_summary,
     varying_keys,
 )
+from hrsbench.report.frame import missing
 from hrsbench.report.merge import Merged
 from hrsbench.report.sanity import annotate
 from hrsbench.report.seeds import pool_seeds
@@ -73,12 +74,12 @@ class Report:
     def _summaries(self) -> dict[tuple[Any, ...], pd.DataFrame]:
         if self.summary.empty:
             return {}
-        return {tuple(k): g for k, g in self.summary.groupby(list(GROUP), sort=False,
-                                                              dropna=False)}
+        return {_hashable(k): g for k, g in self.summary.groupby(list(GROUP), sort=False,
+                                                                  dropna=False)}
 
     def summary_of(self, key: tuple[Any, ...]) -> pd.DataFrame:
         """The family summary rows of one comparison group (:data:`GROUP`'s values)."""
-        return self._summaries.get(tuple(key), self.summary.iloc[:0])
+        return self._summaries.get(_hashable(key), self.summary.iloc[:0])
 
     @cached_property
     def varying(self) -> dict[str, list[str]]:
@@ -99,6 +100,11 @@ def with_sanity(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     if any(f in r for r in records for f in FLAG_FIELDS):
         return records
     return annotate(records)
+
+
+def _hashable(key: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A group key as a dict key: a missing value (NaN, which equals nothing) as None."""
+    return tuple(None if missing(v) else v for v in key)
 
 
 def build_report(

@@ -18,8 +18,10 @@ if TYPE_CHECKING:
 
 #: The column naming the trained model a row belongs to (:meth:`hrsbench.ResultLine.model_id`).
 MODEL = "model_key"
-#: Columns naming the threat a rate was measured under: one leaderboard table, one DES scatter.
-GROUP = THREAT_COLUMNS
+#: Columns naming the threat a rate was measured under and on how many attacked images: one
+#: leaderboard table, one DES scatter. Merged runs may attack a threat on several image sets;
+#: a family's points must share one, or its mean DES would count a model once per set.
+GROUP = (*THREAT_COLUMNS, "n_test")
 #: Columns a defended row and its base row share: the threat, attacked images, clean images and
 #: seed, or Δt and Δd would compare different images or differently seeded models.
 MATCH = COMPARISON_COLUMNS

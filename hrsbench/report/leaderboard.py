@@ -286,19 +286,22 @@ def _attack_sections(report: Report, data: pd.DataFrame) -> list[str]:
         of_attack = attacked[attacked["attack"] == attack]
         shown_keys = varying_keys(
             [json.loads(k) for k in _first_seen(of_attack["attack_params_key"])])
+        several = of_attack["n_test"].nunique(dropna=False) > 1  # merged runs: name the images
         order = of_attack.assign(_s=of_attack["setting"].map(settings.index)).sort_values(
-            ["attack_params_key", "targeted", "attack_strength", "_s"], kind="stable")
+            ["attack_params_key", "targeted", "attack_strength", "n_test", "_s"], kind="stable")
         for key, group in order.groupby(
-            ["attack_params_key", "targeted", "attack_strength", "setting"], sort=False
+            ["attack_params_key", "targeted", "attack_strength", "n_test", "setting"], sort=False,
+            dropna=False,
         ):
             if group["via_whitebox"].astype(bool).all():
                 continue  # a setting only copies of white-box lines fill: nobody attacked in it
-            params_key, targeted, strength, setting = key
+            params_key, targeted, strength, n_test, setting = key
             shown = params(json.loads(params_key), shown_keys) if shown_keys else ""
             title = f"### {attack}{f' ({shown})' if shown else ''} · ε={strength:g} · {setting}"
             title += " · targeted" if targeted else " · untargeted"
+            title += f" · {count(n_test)} attacked images" if several else ""
             group_key = (data["dataset"].iloc[0], attack, params_key, strength, setting,
-                         targeted)
+                         targeted, n_test)
             out += ["", title, ""]
             out += _group_tables(report, group, group_key)
     return out

@@ -130,9 +130,6 @@ def _target(targeted: Any) -> str:
     return "targeted" if bool(targeted) else "untargeted"
 
 
-#: A figure's lines: one comparison group, on one set of attacked images.
-FIGURE_GROUP = list(dict.fromkeys([*GROUP, "n_test"]))
-
 
 def _images(scored: pd.DataFrame, dataset: Any, attack: Any, params_key: Any, n_test: Any
             ) -> str:
@@ -209,8 +206,8 @@ def des_figures(report: Report, styles: Styles) -> list[tuple[str, Figure]]:
                     & scored["delta_t"].notna() & scored["delta_d"].notna()]
     summary = report.summary
     figures = []
-    for key, group in points.groupby(FIGURE_GROUP, sort=True):
-        k = dict(zip(FIGURE_GROUP, key, strict=True))
+    for key, group in points.groupby(list(GROUP), sort=True, dropna=False):
+        k = dict(zip(GROUP, key, strict=True))
         dataset, attack, params_key = k["dataset"], k["attack"], k["attack_params_key"]
         strength, setting, targeted = k["attack_strength"], k["setting"], k["targeted"]
         images = _images(scored, dataset, attack, params_key, k["n_test"])
@@ -293,10 +290,10 @@ def gradient_figures(report: Report, styles: Styles) -> list[tuple[str, Figure]]
     lines = lines[(lines["attack"] != "none") & lines["defense_rate"].notna()
                   & lines[[f"_{f}" for f in fields]].notna().any(axis=1)]
     figures = []
-    for key, group in lines.groupby(FIGURE_GROUP, sort=True):
+    for key, group in lines.groupby(list(GROUP), sort=True, dropna=False):
         if len(group.drop_duplicates(["defense", "params_key"])) < 2:
             continue
-        k = dict(zip(FIGURE_GROUP, key, strict=True))
+        k = dict(zip(GROUP, key, strict=True))
         dataset, attack, params_key = k["dataset"], k["attack"], k["attack_params_key"]
         strength, setting, targeted = k["attack_strength"], k["setting"], k["targeted"]
         images = _images(scored, dataset, attack, params_key, k["n_test"])

@@ -38,7 +38,7 @@ from hrsbench.report.stats import Bootstrap, Replicates, ratio
 from hrsbench.report.tables import FLAG_FIELDS, flags
 
 #: Columns a pooled line's seeds share: everything that identifies a line except the seed.
-POOL = (*GROUP, "n_test", "n_clean", "defense", "params_key", "n_train", "epochs", "kind",
+POOL = (*GROUP, "n_clean", "defense", "params_key", "n_train", "epochs", "kind",
         "via_whitebox")
 #: Per-seed means, with or without per-example outcomes.
 MEANS = ("clean_accuracy", "clean_accuracy_std", "defense_rate", "attack_success_rate",
