@@ -115,8 +115,9 @@ def _header(report: Report, generated: datetime) -> list[str]:
               f"percentage points against `{report.base}` under the same attack, and η is in "
               f"the same unit ({100 * report.eta:g} pp); DES = Δd / (Δt + η) (docs/des.md). "
               "Brackets are 95 % bootstrap intervals over the attacked and clean images "
-              "(lines without per-example outcomes have none); ± in the clean-accuracy table is "
-              "the spread of repeated predictions, not a sampling error. Families (a defense "
+              "(lines without per-example outcomes have none, and the clean-accuracy table "
+              "shows ± the spread of repeated predictions there, not a sampling error). "
+              "Families (a defense "
               "over its strength sweep) are ranked by mean DES; `1=` marks families whose "
               "mean-DES difference is not resolved at 95 %. *via white-box* marks a "
               "deterministic defense's white-box line standing for another setting.")
@@ -258,9 +259,8 @@ def _clean_table(report: Report, data: pd.DataFrame) -> list[str]:
     for _, m in models.iterrows():
         keys = sorted((m["params"] or {}).keys())
         rows.append([
-            m["defense"], params(m["params"], keys), pct(m["clean_accuracy"],
-                                                           m["clean_accuracy_std"]),
-            pp(m["delta_t"]), count(m["n_clean"]), count(m["seed"]),
+            m["defense"], params(m["params"], keys), *_clean_cells(report, m),
+            count(m["n_clean"]), count(m["seed"]),
             *([count(m["n_seeds"]), _seed_spread(m)] if pooled else []),
             count(m["epochs"]), "all" if m["n_train"] is None else str(m["n_train"]),
             "" if isnum(m["delta_t"]) or not isnum(m["des_note"]) else m["des_note"],
@@ -268,6 +268,16 @@ def _clean_table(report: Report, data: pd.DataFrame) -> list[str]:
     header = ["defense", "params", "clean accuracy", "Δt", "n_clean", "seed"]
     header += ["seeds", "seed spread (min … max)"] if pooled else []
     return markdown_table([*header, "epochs", "n_train", "note"], rows)
+
+
+def _clean_cells(report: Report, m: Mapping[str, Any]) -> tuple[str, str]:
+    """Clean accuracy and Δt with their intervals where the model's lines carry per-example
+    outcomes; else the accuracy ± the spread of its repeated predictions."""
+    if not isnum(m.get("clean_accuracy_lo")):
+        return pct(m["clean_accuracy"], m["clean_accuracy_std"]), pp(m["delta_t"])
+    own = m["defense"] == report.base  # its own reference: Δt is 0 by definition
+    return (_with_interval(m, "clean_accuracy", digits=2),
+            pp(m["delta_t"]) if own else _with_interval(m, "delta_t", signed=True, digits=2))
 
 
 def _seed_spread(m: Mapping[str, Any], fmt: Callable[[Any], str] = pct) -> str:
