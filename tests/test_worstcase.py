@@ -43,6 +43,17 @@ def test_cross_fit_picks_on_one_half_and_scores_on_the_other():
         cross_fit(successes, picks, 1)
 
 
+def test_cross_fit_scores_lines_tied_in_the_picking_half_by_their_mean():
+    """Three lines, one example, 4 draws: lines 0 and 1 tie at 2 wins in the picking half and
+    score 0 and 2 of 2 on the other; their mean counts, whichever order the lines come in."""
+    successes = np.array([[2], [4], [1]])
+    picks = np.array([[2], [2], [0]])
+    # second half: line 1 (2 wins) picked, scored 2 of 2 on the first half
+    assert cross_fit(successes, picks, 4).tolist() == [(0.5 + 1.0) / 2]
+    order = [2, 1, 0]
+    assert cross_fit(successes[order], picks[order], 4).tolist() == [0.75]
+
+
 def test_worst_case_of_one_attack_repeated_is_unbiased():
     """Eight lines that are the same attack (same success probability per example, fresh draws):
     the worst case must estimate the common rate, where the per-example maximum on the same
