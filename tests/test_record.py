@@ -99,7 +99,12 @@ def test_nan_is_refused_both_ways():
         ResultLine.from_json(text)
 
 
-@pytest.mark.parametrize("path", PUBLISHED, ids=lambda p: p.parent.name)
+def written_before_schema_2(path: Path) -> bool:
+    return "schema_version" not in json.loads(path.read_text().splitlines()[0])
+
+
+@pytest.mark.parametrize("path", [p for p in PUBLISHED if written_before_schema_2(p)],
+                         ids=lambda p: p.parent.name)
 def test_published_lines_migrate_with_the_same_numbers(path):
     for raw in path.read_text().splitlines():
         v1 = json.loads(raw)
@@ -153,6 +158,21 @@ def test_rerunning_a_published_preset_finds_every_migrated_cell(preset):
     keys = {c.key for c in expand(cfg, registry())}
     found = {line.provenance.cell_key for line in read_lines(PRESETS[preset])}
     assert keys == found
+
+
+def test_published_mnist_lines_carry_every_attacked_examples_outcome():
+    """Every attack line of the published MNIST grid has one success count per attacked
+    example, in [0, repeats], and every clean line one correct count per clean image."""
+    from hrsbench.results import load_results
+
+    df = load_results(PUBLISHED[0])
+    attacks = df[df["attack"] != "none"]
+    assert len(attacks) == 202
+    for wins, n, repeats in zip(attacks["successes"], attacks["n_examples"], attacks["repeats"],
+                                strict=True):
+        assert len(wins) == n == 90 and wins.min() >= 0 and wins.max() <= repeats
+    clean = df[df["attack"] == "none"]
+    assert all(len(c) == 10_000 for c in clean["clean_correct"])
 
 
 def test_load_results_decodes_the_counts(tmp_path):
