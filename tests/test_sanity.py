@@ -178,3 +178,18 @@ def test_large_eps_on_a_stochastic_model_needs_an_adaptive_line_to_fail():
     assert status([white, eot], "large_eps") == FAIL
     # deterministic: white-box is the attack, a shortfall is a failure
     assert status([{**white, "stochastic": False}], "large_eps") == FAIL
+
+
+def test_an_attack_averaging_its_own_gradients_over_draws_counts_as_adaptive():
+    """APGD with its own EOT runs in the white-box setting but attacks the defense's randomness
+    (AutoAttack's version for randomized defenses): adaptive on a stochastic model, white-box on
+    a deterministic one, where EOT changes nothing."""
+    from hrsbench.report.frame import adaptive
+
+    apgd = {"setting": "whitebox", "attack_params": {"eot_samples": 20, "max_iter": 100}}
+    assert adaptive({**apgd, "stochastic": True})
+    assert not adaptive({**apgd, "stochastic": False})
+    assert not adaptive({"setting": "whitebox", "attack_params": {"max_iter": 100},
+                         "stochastic": True})
+    assert all(adaptive({"setting": s, "attack_params": {}, "stochastic": True})
+               for s in ("eot", "fixed", "expectation"))

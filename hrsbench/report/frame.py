@@ -39,6 +39,24 @@ def missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and value != value)
 
 
+#: Settings that attack a stochastic defense's randomness rather than one draw of it.
+ADAPTIVE_SETTINGS = ("eot", "fixed", "expectation")
+
+
+def adaptive(row: Mapping[str, Any]) -> bool:
+    """Whether a line's attack adapted to the defense's randomness: an adaptive setting, or an
+    attack that averages its own gradients over several draws of a stochastic model (APGD's
+    ``eot_samples``, AutoAttack's version for randomized defenses), even in the white-box
+    setting. White-box lines without either are what a non-adaptive evaluation reports."""
+    if row.get("setting") in ADAPTIVE_SETTINGS:
+        return True
+    params = row.get("attack_params")
+    own = params.get("eot_samples", 1) if isinstance(params, Mapping) else 1
+    stochastic = row.get("stochastic")
+    deterministic = not missing(stochastic) and not bool(stochastic)
+    return not deterministic and isinstance(own, int | float) and own > 1
+
+
 def model_id(row: Mapping[str, Any]) -> str:
     """Which trained model a row belongs to: its model key, or for a hand-made row without
     one, its dataset, defense, parameters, seed and training budget."""

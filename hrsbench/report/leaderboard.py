@@ -140,7 +140,8 @@ def _headline_section(report: Report) -> list[str]:
            "Per model and threat budget, each attacked example counts as broken by whichever "
            "attack × setting breaks it best (picked on half the prediction draws, scored on the "
            "other half: docs/des.md). *Adaptive DES* uses that worst case over all settings, "
-           "*white-box DES* over white-box attacks only; brackets are 95 % intervals."]
+           "*white-box DES* over non-adaptive white-box attacks only (APGD with EOT is "
+           "adaptive); brackets are 95 % intervals."]
     clean = _clean_intervals(report.per_model)
     verdicts = _verdicts(report, report.per_model)
     if report.unpooled is not None:  # a pooled row's model is its seeds' models joined by "+"

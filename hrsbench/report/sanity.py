@@ -17,9 +17,10 @@ it needs is "unknown". A defense with any failing check is flagged "possible gra
 
 A fifth check, ``whitebox``, is not about masking but about which numbers to believe: the best
 white-box attack must do about as well as the best adaptive one (EOT, fixed randomness,
-expectation) at the same ε. Where an adaptive attack succeeds more often beyond the interval of
-the difference (paired on the same images when the lines carry per-example outcomes, else the
-noise rule above), the verdict says "white-box understates: use adaptive numbers", and the
+expectation, or APGD's own EOT on a stochastic model: :func:`.frame.adaptive`) at the same ε.
+Where an adaptive attack succeeds more often beyond the interval of the difference (paired on
+the same images when the lines carry per-example outcomes, else the noise rule above), the
+verdict says "white-box understates: use adaptive numbers", and the
 leaderboard's headline ranks by the worst case over all settings.
 """
 
@@ -34,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from hrsbench.record import Kind
-from hrsbench.report.frame import missing, model_id
+from hrsbench.report.frame import adaptive, missing, model_id
 from hrsbench.report.stats import paired_difference
 
 PASS, FAIL, UNKNOWN = "pass", "fail", "unknown"
@@ -42,8 +43,6 @@ OK, MASKING = "ok", "possible gradient masking"
 UNDERSTATES = "white-box understates: use adaptive numbers"
 #: Checks whose failure means possible gradient masking.
 CHECKS = ("large_eps", "iterative", "iterations", "eot")
-#: Settings whose attacks see through a stochastic defense's randomness.
-ADAPTIVE = ("eot", "fixed", "expectation")
 
 Line = dict[str, Any]
 
@@ -187,17 +186,17 @@ def check_whitebox(lines: list[Line], traits: dict[str, Traits], th: Thresholds)
     groups: dict[tuple, dict[str, list[Line]]] = defaultdict(lambda: defaultdict(list))
     for r in lines:
         if _traits(traits, r).strength == "eps":
-            kind = "whitebox" if r["setting"] == "whitebox" else (
-                "adaptive" if r["setting"] in ADAPTIVE else None)
+            kind = "adaptive" if adaptive(r) else ("whitebox" if r["setting"] == "whitebox"
+                                                    else None)
             if kind:
                 groups[(float(r["attack_strength"]), r.get("targeted"))][kind].append(r)
     comparisons = []
     for group in groups.values():
         if group["whitebox"] and group["adaptive"]:
             white = max(group["whitebox"], key=lambda r: float(r["attack_success_rate"]))
-            adaptive = max(group["adaptive"], key=lambda r: float(r["attack_success_rate"]))
-            comparisons.append(_compare_paired(white, adaptive, th.z,
-                                               f"{_label(white)} vs {_label(adaptive)}"))
+            strongest = max(group["adaptive"], key=lambda r: float(r["attack_success_rate"]))
+            comparisons.append(_compare_paired(white, strongest, th.z,
+                                               f"{_label(white)} vs {_label(strongest)}"))
     return _result(comparisons, "no white-box and adaptive attack at the same ε")
 
 

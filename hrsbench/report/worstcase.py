@@ -19,7 +19,7 @@ its per-example maximum is exact, also with one draw.
 Worst-case rates get intervals from the same resamples as the lines (:mod:`hrsbench.report.stats`),
 paired with the base model's worst case in the same budget; the **adaptive DES** is
 Δd / (Δt + η) with Δd the difference of worst-case defense rates over all settings, the
-**white-box DES** the same over white-box lines only.
+**white-box DES** the same over non-adaptive white-box lines only (:func:`_whitebox`).
 
 **Several training seeds.** Asked to pool, models that differ only in their training seed become
 one row per configuration and budget, pooled as :mod:`.seeds` pools lines: rates, Δt and Δd are
@@ -40,7 +40,7 @@ import numpy as np
 import pandas as pd
 
 from hrsbench.report.des import BASE, ETA
-from hrsbench.report.frame import missing
+from hrsbench.report.frame import adaptive, missing
 from hrsbench.report.seeds import SeedDraws, seed_draws
 from hrsbench.report.stats import (
     Bootstrap,
@@ -58,7 +58,7 @@ BUDGET = ("dataset", "attack_strength", "targeted", "n_test", "n_clean", "seed")
 #: The columns of the lines the worst case reads.
 _USED = frozenset((*BUDGET, "model_key", "defense", "params", "params_key", "n_train", "epochs",
                    "cell_key", "attack", "setting", "repeats", "stochastic", "clean_accuracy",
-                   "defense_rate", "successes", "successes_pick", "clean_correct"))
+                   "defense_rate", "successes", "successes_pick", "clean_correct", "attack_params"))
 #: Columns of :func:`worst_case`'s table.
 COLUMNS = (
     "dataset", "defense", "params", "model", "attack_strength", "targeted", "n_test", "n_lines",
@@ -259,17 +259,24 @@ def worst_case(
                              kind="stable").reset_index(drop=True)
 
 
+def _whitebox(lines: pd.DataFrame) -> pd.DataFrame:
+    """The lines a non-adaptive evaluation would report: white-box, not adaptive (APGD with its
+    own EOT is adaptive, :func:`hrsbench.report.frame.adaptive`)."""
+    keep = [r["setting"] == "whitebox" and not adaptive(r) for r in lines.to_dict("records")]
+    return lines[keep]
+
+
 def _model_row(key: tuple[Hashable, ...], group: pd.DataFrame, boot: Bootstrap | None
                ) -> dict[str, Any]:
     """One model's row in one budget, before DES: the worst case over its lines, or without
     per-example outcomes its strongest single line."""
     budget = budget_of(group)
     if budget is None:
-        found = (best_line(group), best_line(group[group["setting"] == "whitebox"]))
+        found = (best_line(group), best_line(_whitebox(group)))
         row = _row(key, group, _strongest_line(group), found, boot)
         row["des_note"] = SINGLE_LINE
         return row
-    white = budget_of(group[group["setting"] == "whitebox"])
+    white = budget_of(_whitebox(group))
     found = (worst_rate(budget, boot), worst_rate(white, boot) if white else None)
     return _row(key, group, budget.strongest(), found, boot)
 
