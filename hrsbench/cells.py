@@ -166,6 +166,8 @@ def _attack_cells(cfg: RunConfig, registry: Registry, clean: Cell, ok: set[str])
             instantiate(reg.cls, ap, f"attack {a.name!r}")
             afull = {**defaults(reg.cls), **ap}
             settings = [s for s in a.settings if s in ok]
+            if len(settings) < len(a.settings) and "whitebox" not in settings:
+                settings.append("whitebox")  # its line stands in for the settings it equals
             for strength, setting in itertools.product(a.strengths, settings):
                 cells.append(replace(
                     clean, attack=a.name, attack_params=afull, attack_strength=float(strength),

@@ -56,6 +56,19 @@ def test_cells_cover_the_grid_and_are_serialisable():
     assert len({c.model_key for c in cells}) == 1
 
 
+def test_a_deterministic_defense_asked_only_for_adaptive_settings_gets_its_whitebox_cell():
+    """EOT on the base is its white-box attack: with only "eot" asked for, the white-box cell
+    runs, so its line can stand in and the stochastic defenses' Δd has a base to compare with."""
+    cfg = parse_config({
+        "defenses": [{"name": "base"}, {"name": "gaussian"}],
+        "attacks": [{"name": "pgd", "strengths": [0.1], "settings": ["eot"]}],
+    })
+    by_defense = {}
+    for c in expand(cfg, registry()):
+        by_defense.setdefault(c.defense, set()).add(c.setting)
+    assert by_defense == {"base": {"none", "whitebox"}, "gaussian": {"none", "eot"}}
+
+
 def test_quick_preset_loads():
     cfg, source = load_config(None)
     assert source == "preset quick" and cfg.dataset == "mnist"
