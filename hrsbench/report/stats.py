@@ -421,9 +421,9 @@ def summary_intervals(
     fams = family_replicates(reps, behaviour, base) if fams is None else fams
     out = summary.copy()
     keys = [_family_key(row) for row in summary[[*GROUP, "defense"]].to_dict("records")]
-    missing = np.full(reps.boot.replicates, np.nan)  # a NaN column has NaN bounds
+    absent = np.full(reps.boot.replicates, np.nan)  # a NaN column has NaN bounds
     for name in ("mean_des", "slope"):
-        columns = [fams.get(key, {}).get(name, missing) for key in keys]
+        columns = [fams.get(key, {}).get(name, absent) for key in keys]
         lo, hi = (reps.boot.bounds(np.stack(columns, axis=1)) if columns
                   else (np.empty(0), np.empty(0)))
         out[f"{name}_lo"], out[f"{name}_hi"] = lo, hi
