@@ -167,15 +167,21 @@ class SeedDraws:
         scale = np.sqrt((k - 1) / self.chi2[:, k - 2])
         return scale * (z @ (values - values.mean())) / np.sqrt(k * (k - 1))
 
+    def mean(self, per_seed: np.ndarray, points: np.ndarray, seeds: list[int], low: float
+             ) -> np.ndarray:
+        """Resamples of the mean over seeds: the mean of the seeds' image resamples
+        (replicates × seeds) plus the seed part of their point values, kept within
+        [``low``, 1] (a rate stays a rate, a difference within ±1)."""
+        return np.clip(per_seed.mean(axis=1) + self.deviation(points, seeds), low, 1.0)
+
     def pooled(self, reps: Replicates, positions: np.ndarray, seeds: list[int]
                ) -> dict[str, np.ndarray]:
         """Resamples of one pooled line from its seeds' lines at ``positions``."""
         out = {}
         for name in RESAMPLED:
-            per_seed = reps.values[name][:, positions]
-            points = per_seed_points(reps.scored, name, positions)
-            low = -1.0 if name.startswith("delta") else 0.0  # a rate stays a rate
-            out[name] = np.clip(per_seed.mean(axis=1) + self.deviation(points, seeds), low, 1.0)
+            low = -1.0 if name.startswith("delta") else 0.0
+            out[name] = self.mean(reps.values[name][:, positions],
+                                  per_seed_points(reps.scored, name, positions), seeds, low)
         out["des"] = ratio(out["delta_d"], out["delta_t"] + reps.eta)
         return out
 

@@ -472,7 +472,7 @@ def _pooled(found: list[Worst | None], seeds: list[int | None], draws: SeedDraws
     reps = [w.reps for w in present if w.reps is not None]
     if draws is None or len(reps) < len(present):
         return Worst(rate, None)
-    return Worst(rate, np.clip(np.mean(reps, axis=0) + draws.deviation(points, seeds), low, 1.0))
+    return Worst(rate, draws.mean(np.stack(reps, axis=1), points, seeds, low))
 
 
 def _most_frequent(values: list[str]) -> str:
