@@ -39,6 +39,12 @@ def missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and value != value)
 
 
+def several_image_sets(lines: pd.DataFrame) -> bool:
+    """Whether ``lines`` were attacked on more than one set of attacked images (merged runs):
+    their titles and file names then name the count, or tables and figures would collide."""
+    return bool(lines["n_test"].nunique(dropna=False) > 1)
+
+
 #: Settings that attack a stochastic defense's randomness rather than one draw of it.
 ADAPTIVE_SETTINGS = ("eot", "fixed", "expectation")
 

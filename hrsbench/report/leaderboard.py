@@ -20,7 +20,7 @@ import pandas as pd
 
 from hrsbench.report.build import Report, build_report, flags
 from hrsbench.report.des import BASE, ETA, BehaviourRange, varying_keys
-from hrsbench.report.frame import MODEL
+from hrsbench.report.frame import MODEL, several_image_sets
 from hrsbench.report.merge import last_finished, merge_results
 from hrsbench.report.reprogramming import reprogramming_markdown, reprogramming_table
 from hrsbench.report.stats import resolution_sentence
@@ -297,7 +297,7 @@ def _attack_sections(report: Report, data: pd.DataFrame) -> list[str]:
         of_attack = attacked[attacked["attack"] == attack]
         shown_keys = varying_keys(
             [json.loads(k) for k in _first_seen(of_attack["attack_params_key"])])
-        several = of_attack["n_test"].nunique(dropna=False) > 1  # merged runs: name the images
+        several = several_image_sets(of_attack)
         order = of_attack.assign(_s=of_attack["setting"].map(settings.index)).sort_values(
             ["attack_params_key", "targeted", "attack_strength", "n_test", "_s"], kind="stable")
         for key, group in order.groupby(

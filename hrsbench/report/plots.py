@@ -23,7 +23,7 @@ from matplotlib.figure import Figure
 
 from hrsbench.report.build import Report
 from hrsbench.report.des import GROUP, variant_labels, varying_keys
-from hrsbench.report.frame import MODEL
+from hrsbench.report.frame import MODEL, several_image_sets
 from hrsbench.report.tables import value
 
 FORMATS = ("png", "svg")
@@ -130,15 +130,13 @@ def _target(targeted: Any) -> str:
     return "targeted" if bool(targeted) else "untargeted"
 
 
-
 def _images(scored: pd.DataFrame, dataset: Any, attack: Any, params_key: Any, n_test: Any
             ) -> str:
     """The attacked-image count in titles and names, only when the lines attack this attack
     variant on several image sets (merged runs), whose figures would otherwise collide."""
     here = scored[(scored["dataset"] == dataset) & (scored["attack"] == attack)
                   & (scored["attack_params_key"] == params_key)]
-    counts = pd.to_numeric(here["n_test"], errors="coerce").dropna().unique()
-    return "" if len(counts) < 2 else f"{n_test} images"
+    return f"{n_test} images" if several_image_sets(here) else ""
 
 
 def _asr_bars(variant: pd.DataFrame) -> np.ndarray | None:
