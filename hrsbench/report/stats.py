@@ -30,6 +30,7 @@ import pandas as pd
 
 from hrsbench.outcomes import decode_counts
 from hrsbench.report.des import BASE, ETA, GROUP, BehaviourRange
+from hrsbench.report.frame import model_id
 
 #: Resamples drawn by default: enough for stable 2.5 % and 97.5 % percentiles.
 REPLICATES = 2000
@@ -193,17 +194,6 @@ def _value(row: Mapping[str, Any], col: str) -> Any:
     if value is None or (isinstance(value, float) and np.isnan(value)):
         return None
     return value
-
-
-def model_id(row: Mapping[str, Any]) -> Hashable:
-    """Which trained model a line belongs to: its ``model_key``, or failing that (hand-made
-    lines) its dataset, defense, parameters, seed and training budget."""
-    key = _value(row, "model_key")
-    if key is not None:
-        return key
-    params = row.get("params_key", str(row.get("params")))
-    return (row["dataset"], row["defense"], params, _value(row, "seed"), _value(row, "n_train"),
-            _value(row, "epochs"))
 
 
 def attacked_images(row: Mapping[str, Any]) -> str:

@@ -40,14 +40,13 @@ import numpy as np
 import pandas as pd
 
 from hrsbench.report.des import BASE, ETA
-from hrsbench.report.frame import adaptive, missing
+from hrsbench.report.frame import adaptive, missing, model_id
 from hrsbench.report.seeds import SeedDraws, seed_draws
 from hrsbench.report.stats import (
     Bootstrap,
     Replicates,
     attacked_images,
     counts_of,
-    model_id,
     ranks_with_ties,
     ratio,
     resampled_ratios,
