@@ -102,6 +102,7 @@ class Trainer:
             torch.manual_seed(seed * 1000 + epoch)  # stochastic layers draw from the global RNG
             order = torch.randperm(n, generator=gen)
             model.train()
+            shown = f"{label} epoch {epoch + 1}/{epochs}"  # a log shows which epoch runs
             for step in range(steps):
                 idx = order[step * self.batch_size : (step + 1) * self.batch_size]
                 xb = self.x[idx].to(self.device, non_blocking=True)
@@ -110,9 +111,8 @@ class Trainer:
                 loss = loss_fn(model, xb, yb)
                 loss.backward()
                 opt.step()
-                if self.progress:  # the epoch in the label: a log shows which one runs
-                    self.progress(f"{label} epoch {epoch + 1}/{epochs}",
-                                  epoch * steps + step + 1, epochs * steps)
+                if self.progress:
+                    self.progress(shown, epoch * steps + step + 1, epochs * steps)
             if ckpt_path is not None and epoch + 1 < epochs:
                 atomic_save(
                     {"model": model.state_dict(), "opt": opt.state_dict(), "epoch": epoch + 1,
