@@ -143,7 +143,7 @@ def expand(cfg: RunConfig, registry: Registry) -> list[Cell]:
         for p in combinations(d):
             instantiate(dcls, p, f"defense {d.name!r}")
             full = {**defaults(dcls), **p}
-            for seed in cfg.seeds or [cfg.seed]:  # one model, and its cells, per seed
+            for seed in cfg.seeds:  # one model, and its cells, per seed
                 clean = Cell(cfg.dataset, cfg.n_train, cfg.n_test, cfg.n_clean, cfg.epochs,
                              seed, d.name, full, "none", {}, 0.0, "none", cfg.targeted,
                              cfg.repeats, 1, defense_package=reg.package,

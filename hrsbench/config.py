@@ -29,6 +29,7 @@ from pydantic import (
     model_validator,
 )
 from pydantic.dataclasses import dataclass
+from pydantic_core import ArgsKwargs
 
 from hrsbench.errors import HrsbenchError
 from hrsbench.storage import stable_hash
@@ -108,13 +109,13 @@ class RunConfig:
     n_test: Count = 100  # images attacked
     n_clean: Count | None = None  # images for clean accuracy; None: the whole test split
     epochs: Count = 5
-    #: The training seed; ``seeds`` lists several, and every model is trained and attacked once
-    #: per seed (``seed = N`` is ``seeds = [N]``). After validation both are set: ``seed`` is
-    #: the first of ``seeds``.
-    seed: Annotated[StrictInt, Field(ge=0)] = 0
+    #: The training seeds: every model is trained and attacked once per seed. A config may write
+    #: ``seed = N`` instead (read as ``seeds = [N]``); :attr:`seed` is the first of them. One
+    #: field, so ``dataclasses.replace`` cannot leave two disagreeing.
     seeds: Annotated[list[Annotated[StrictInt, Field(ge=0)]], Field(
         min_length=1, description="Training seeds, each given once: every model is trained and "
-        "attacked once per seed (instead of seed; seed = N is seeds = [N])")] | None = None
+        "attacked once per seed (seed = N may be written for seeds = [N])")] = field(
+        default_factory=lambda: [0])
     targeted: StrictBool = True
     repeats: Count = 5  # stochastic predictions drawn per evaluation
     eot_samples: Count = 10
@@ -131,22 +132,30 @@ class RunConfig:
 
     @model_validator(mode="before")
     @classmethod
-    def _seed_or_seeds(cls, data: Any) -> Any:
-        if isinstance(data, dict) and "seed" in data and "seeds" in data:
+    def _seed_is_one_seed(cls, data: Any) -> Any:
+        """``seed = N`` (in a config file, or ``RunConfig(seed=N)``) becomes ``seeds = [N]``."""
+        kwargs = data.kwargs if isinstance(data, ArgsKwargs) else data
+        if not isinstance(kwargs, dict) or "seed" not in kwargs:
+            return data
+        if "seeds" in kwargs:
             raise ValueError("give seed or seeds, not both (seed = N is seeds = [N])")
-        return data
+        kwargs = {("seeds" if k == "seed" else k): ([v] if k == "seed" else v)
+                  for k, v in kwargs.items()}
+        return ArgsKwargs(data.args, kwargs) if isinstance(data, ArgsKwargs) else kwargs
 
-    @model_validator(mode="after")
-    def _one_seed_list(self) -> Any:
-        """``seeds`` filled in from ``seed`` (or ``seed`` from the first of ``seeds``), so code
-        reads ``seeds`` alone; a repeated seed would train the same model twice."""
-        if self.seeds is None:
-            self.seeds = [self.seed]
-        repeated = sorted({s for s in self.seeds if self.seeds.count(s) > 1})
+    @field_validator("seeds")
+    @classmethod
+    def _each_seed_once(cls, seeds: list[int]) -> list[int]:
+        """A repeated seed would train the same model twice."""
+        repeated = sorted({s for s in seeds if seeds.count(s) > 1})
         if repeated:
             raise ValueError(f"seeds lists {repeated[0]} more than once; give each seed once")
-        self.seed = self.seeds[0]
-        return self
+        return seeds
+
+    @property
+    def seed(self) -> int:
+        """The first training seed (the only one in a one-seed config)."""
+        return self.seeds[0]
 
     @model_validator(mode="after")
     def _attacked_within_clean(self) -> Any:
@@ -161,11 +170,12 @@ class RunConfig:
     def hash(self) -> str:
         """Hash of what determines the results: an empty ``threats`` list is left out so configs
         written before threats existed keep their hash, and ``reference`` (what the results are
-        compared with, not how they are made) never counts. One seed hashes as ``seed`` alone,
+        compared with, not how they are made) never counts. One seed hashes as ``seed = N``,
         however it was written, so configs written before ``seeds`` existed keep their hash."""
         d = asdict(self)
         del d["reference"]
-        del d["seeds" if len(d["seeds"] or [d["seed"]]) == 1 else "seed"]
+        if len(d["seeds"]) == 1:
+            d["seed"] = d.pop("seeds")[0]
         if not d["threats"]:
             del d["threats"]
         return stable_hash(d)
@@ -177,8 +187,12 @@ _TABLES = ("defenses", "attacks", "threats")
 
 
 def schema() -> dict[str, Any]:
-    """The config file's JSON schema (``hrsbench config-schema``)."""
-    return _ADAPTER.json_schema()
+    """The config file's JSON schema (``hrsbench config-schema``), with ``seed``: a spelling of
+    ``seeds`` that the dataclass does not hold as a field of its own."""
+    s = _ADAPTER.json_schema()
+    s["properties"]["seed"] = {"type": "integer", "minimum": 0, "title": "Seed",
+                               "description": "One training seed: seed = N is seeds = [N]"}
+    return s
 
 
 def parse_config(data: dict[str, Any], source: str = "config") -> RunConfig:
@@ -202,6 +216,8 @@ def _first_problem(e: ValidationError, data: dict[str, Any]) -> str:
 
 def _where(loc: tuple[Any, ...], data: dict[str, Any]) -> str:
     """``attacks[0] (pgd).strengths[1]``: the entry's name makes the position findable."""
+    if "seed" in data and loc[:1] == ("seeds",):  # written seed = N, read as seeds = [N]
+        return "seed"
     out = ""
     for i, part in enumerate(loc):
         if isinstance(part, int):

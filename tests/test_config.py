@@ -168,7 +168,7 @@ def test_readme_config_parses_and_expands():
     block = re.search(r"## A run config.*?```toml\n(.*?)```", readme, re.S).group(1)
     data = tomllib.loads(block)
     # seed and seeds exclude each other: the example sets one and names the other in a comment
-    assert set(data) | {"seeds"} == set(RunConfig.__dataclass_fields__)
+    assert set(data) - {"seed"} | {"seeds"} == set(RunConfig.__dataclass_fields__)
     assert "seeds = [" in block
     assert expand(parse_config(data, "README"), registry())
 
@@ -207,11 +207,28 @@ def test_hash_of_a_seed_config_is_pinned(preset: str, expected: str) -> None:
     ({"seeds": [1, -1]}, r"seeds\[1\] must be ≥ 0, not -1"),
     ({"seeds": 3}, "seeds must be a list"),
     ({"seeds": [1.5]}, r"seeds\[0\] must be an integer"),
+    ({"seed": -1}, "seed must be ≥ 0, not -1"),
+    ({"seed": "3"}, 'seed must be an integer, not "3"'),
 ])
 def test_bad_seeds_are_one_line_errors(seeds: dict, message: str) -> None:
     with pytest.raises(HrsbenchError, match=message) as e:
         parse_config({**BASE_ONLY, **seeds})
     assert "\n" not in str(e.value)
+
+
+def test_seed_in_code_is_one_seed_and_replace_cannot_disagree():
+    """``RunConfig(seed=N)`` reads as ``seeds = [N]``; ``seed`` is not a second field that
+    ``dataclasses.replace`` could set apart from ``seeds``."""
+    import dataclasses
+
+    from hrsbench.config import RunConfig, schema
+
+    cfg = RunConfig(seed=4, defenses=parse_config(BASE_ONLY).defenses)
+    assert cfg.seeds == [4] and cfg.seed == 4
+    assert dataclasses.replace(cfg, seeds=[5]).seed == 5
+    with pytest.raises(ValueError, match="give seed or seeds, not both"):
+        dataclasses.replace(cfg, seed=5)
+    assert schema()["properties"]["seed"]["minimum"] == 0
 
 
 def test_cells_are_made_once_per_seed():
