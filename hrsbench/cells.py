@@ -12,7 +12,6 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from hrsbench.config import RunConfig
-from hrsbench.errors import HrsbenchError
 from hrsbench.params import defaults, instantiate
 from hrsbench.plugins import Registry
 from hrsbench.record import (
@@ -198,13 +197,8 @@ def _threat_cells(cfg: RunConfig, registry: Registry, clean: Cell) -> list[Cell]
 
 
 def threat_kind(tcls: type) -> str:
-    """The kind a threat class declares (``Threat.kind``), checked against the schema's."""
-    kind = getattr(tcls, "kind", Kind.THREAT)
-    allowed = [k.value for k in Kind if k not in (Kind.CLEAN, Kind.EVASION)]
-    if kind not in allowed:
-        raise HrsbenchError(f"threat {tcls.name!r} declares kind {kind!r}; use one of "
-                            f"{', '.join(allowed)}")
-    return str(Kind(kind).value)
+    """The kind a threat class declares (``Threat.kind``; checked when its plugin loaded)."""
+    return str(Kind(getattr(tcls, "kind", Kind.THREAT)).value)
 
 
 def _settings_for(traits: Traits) -> set[str]:

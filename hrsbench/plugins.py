@@ -26,6 +26,7 @@ import pluggy
 
 from hrsbench import hookspecs
 from hrsbench.errors import HrsbenchError
+from hrsbench.record import Kind
 
 KINDS = ("defense", "attack", "dataset", "threat")
 #: The package that registered each plugin class, for error messages about its instances.
@@ -86,6 +87,8 @@ def check_class(kind: str, cls: Any, package: str) -> None:
             f"hrsbench.{base.__name__}; derive it from hrsbench.{base.__name__}"
         )
     _check_dataclass(kind, cls, label, package)
+    if kind == "threat":
+        _check_threat_kind(cls, label, package)
     missing = sorted(getattr(cls, "__abstractmethods__", ()))
     if missing:
         methods = ", ".join(f"{m}()" for m in missing)
@@ -119,6 +122,21 @@ def _check_dataclass(kind: str, cls: type, label: str, package: str) -> None:
         raise HrsbenchError(
             f"plugin package {package!r}: {kind} class {label} declares {', '.join(own)} but is "
             "not a dataclass, so they would not be parameters; decorate it with @dataclass"
+        )
+
+
+#: The kinds a threat may declare: what its lines record as ``threat.kind``.
+THREAT_KINDS = tuple(k.value for k in Kind if k not in (Kind.CLEAN, Kind.EVASION))
+
+
+def _check_threat_kind(cls: type, label: str, package: str) -> None:
+    """A threat's ``kind`` goes into every line it writes, so an unknown one would make lines
+    the schema refuses; refused when the plugin loads, before any run."""
+    declared = getattr(cls, "kind", Kind.THREAT.value)
+    if declared not in THREAT_KINDS:
+        raise HrsbenchError(
+            f"plugin package {package!r}: threat class {label} declares kind {declared!r}; "
+            f"use one of {', '.join(THREAT_KINDS)}"
         )
 
 

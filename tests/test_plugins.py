@@ -115,6 +115,31 @@ def test_every_kind_has_its_required_method(kind, base, method):
         Registry().add_module(mod, "pkg", "1")
 
 
+def test_a_threat_declaring_an_unknown_kind_is_refused_when_it_loads():
+    """Its kind goes into every line it writes: refused at load, not mid-run."""
+    source = """
+        from hrsbench import Threat, hookimpl
+        class Odd(Threat):
+            name = "odd"
+            strength = "k"
+            KIND
+            def run(self, classifier, data, context):
+                return {}
+        @hookimpl
+        def register_threats(register):
+            register(Odd)
+    """
+    with pytest.raises(HrsbenchError, match="'odd-pkg'.*Odd declares kind 'sorcery'; use one "
+                                            "of reprogramming, threat"):
+        Registry().add_module(_module("odd", source.replace("KIND", 'kind = "sorcery"')),
+                              "odd-pkg", "1")
+    reg = Registry()
+    reg.add_module(_module("plain", source.replace("KIND", "")), "odd-pkg", "1")
+    from hrsbench.cells import threat_kind
+
+    assert threat_kind(reg.get("threat", "odd")) == "threat"
+
+
 def test_class_not_derived_from_the_base_is_refused():
     mod = _module("duck", """
         from hrsbench import hookimpl

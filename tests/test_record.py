@@ -191,21 +191,6 @@ def test_load_results_decodes_the_counts(tmp_path):
     assert df["successes"].iloc[1] is None and df["schema_version"].tolist() == [2, 2]
 
 
-def test_a_threat_declaring_an_unknown_kind_is_refused():
-    from hrsbench.cells import threat_kind
-
-    class Odd:
-        name = "odd"
-        kind = "sorcery"
-
-    class Plain:
-        name = "plain"
-
-    with pytest.raises(HrsbenchError, match="declares kind 'sorcery'; use one of"):
-        threat_kind(Odd)
-    assert threat_kind(Plain) == "threat"
-
-
 def test_plugin_metrics_are_stored_as_json_values():
     import numpy as np
 
