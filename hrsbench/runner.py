@@ -79,13 +79,19 @@ def provenance() -> dict[str, Any]:
     }
 
 
+def built_model(defense: Defense, dataset: Dataset, cell: Cell,
+                device: torch.device) -> nn.Module:
+    """``cell``'s defense built, untrained, with the initial weights its training seed gives."""
+    torch.manual_seed(cell.seed)
+    with guarded(defense, "build"):
+        return defense.build(dataset).to(device, memory_format=FAST_LAYOUT)
+
+
 def obtain_model(
     defense: Defense, dataset: Dataset, cell: Cell, trainer: Trainer, cache: ModelCache
 ) -> tuple[nn.Module, float]:
     """The trained model for ``cell`` from the cache, or trained now; returns training seconds."""
-    torch.manual_seed(cell.seed)
-    with guarded(defense, "build"):
-        model = defense.build(dataset).to(trainer.device, memory_format=FAST_LAYOUT)
+    model = built_model(defense, dataset, cell, trainer.device)
     # Held while looking up and training: another process sharing the cache waits, then loads.
     with cache.lock(cell.model_key):
         if cache.load(cell.model_key, model):
@@ -206,20 +212,22 @@ class TrainedModel:
     clean_images: int
 
 
+def _trainer(job: Job, cell: Cell, cache: ModelCache, train: bool = True) -> Trainer:
+    """The trainer of ``cell``'s model; ``train=False`` gives it no training data (a cached
+    model needs none: a worker then skips reading the training split)."""
+    x, y = job.data("train") if train else (np.empty(0, np.float32), np.empty(0, np.int64))
+    return Trainer(torch.from_numpy(x), torch.from_numpy(y), epochs=job.cfg.epochs,
+                   seed=cell.seed, cache=cache, device=torch.device(job.device),
+                   key=cell.training_key, progress=job.train_progress)
+
+
 def train_model(job: Job, cell: Cell) -> TrainedModel:
     """Task: obtain ``cell``'s model (cache or training) and measure its clean accuracy."""
-    cfg, dev = job.cfg, torch.device(job.device)
+    cfg = job.cfg
     dataset: Dataset = job.plugins.get("dataset", cfg.dataset)()
     cache = ModelCache(job.cache_dir)
-    # A cached model needs no training data: a worker then skips reading the training split.
-    cached = cache.path(cell.model_key).exists()
-    x_train, y_train = (np.empty(0, np.float32), np.empty(0, np.int64)) if cached else \
-        job.data("train")
+    trainer = _trainer(job, cell, cache, train=not cache.path(cell.model_key).exists())
     x_test, y_test = job.data("test")
-    trainer = Trainer(
-        torch.from_numpy(x_train), torch.from_numpy(y_train), epochs=cfg.epochs, seed=cell.seed,
-        cache=cache, device=dev, key=cell.training_key, progress=job.train_progress,
-    )
     model, train_s = obtain_model(job.defense(cell), dataset, cell, trainer, cache)
     _seed(cell.model_key)
     clean_preds = predictions(model, x_test, cfg.repeats, cfg.batch_size)
@@ -236,9 +244,7 @@ def run_cell(trained: TrainedModel, job: Job, cell: Cell) -> tuple[dict[str, Any
     dataset: Dataset = job.plugins.get("dataset", cfg.dataset)()
     x_test, y_test = job.data("test")
     defense = job.defense(cell)
-    torch.manual_seed(cell.seed)
-    with guarded(defense, "build"):
-        model = defense.build(dataset).to(dev, memory_format=FAST_LAYOUT)
+    model = built_model(defense, dataset, cell, dev)
     model.load_state_dict(trained.state)
     model.eval()
     start = time.perf_counter()
@@ -291,18 +297,10 @@ def train_piece(job: Job, cell: Cell, pretend: tuple[str, ...]) -> float:
     """Task: train one piece of ``cell``'s model into the cache (see :class:`_PieceCache`);
     returns its training seconds."""
     start = time.perf_counter()
-    cfg, dev = job.cfg, torch.device(job.device)
-    dataset: Dataset = job.plugins.get("dataset", cfg.dataset)()
-    x_train, y_train = job.data("train")
-    cache = _PieceCache(job.cache_dir, pretend)
-    trainer = Trainer(
-        torch.from_numpy(x_train), torch.from_numpy(y_train), epochs=cfg.epochs, seed=cell.seed,
-        cache=cache, device=dev, key=cell.training_key, progress=job.train_progress,
-    )
+    dataset: Dataset = job.plugins.get("dataset", job.cfg.dataset)()
+    trainer = _trainer(job, cell, _PieceCache(job.cache_dir, pretend))
     defense = job.defense(cell)
-    torch.manual_seed(cell.seed)
-    with guarded(defense, "build"):
-        model = defense.build(dataset).to(dev, memory_format=FAST_LAYOUT)
+    model = built_model(defense, dataset, cell, trainer.device)
     with guarded(defense, "fit"):
         defense.fit(model, trainer, dataset)
     return time.perf_counter() - start
