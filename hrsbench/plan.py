@@ -172,6 +172,19 @@ def _own_pieces(model: str, ps: Pieces, owner: dict[str, str],
     return out
 
 
+def scheduled_pieces(cells: Sequence[Cell], plugins: Any, cache: ModelCache,
+                     ) -> tuple[dict[str, Pieces], set[str], list[Piece],
+                                dict[str, tuple[str, ...]]]:
+    """What a parallel run schedules: every model's pieces, the models trained as piece tasks,
+    those tasks and each model's dependencies. A cached model loads whole, so its pieces need
+    no tasks, and a cached piece is no task either. The runner and the dry-run plan both read
+    this, so the plan shows the tasks the run will make."""
+    cached = lambda key: cache.path(key).exists()  # noqa: E731
+    pieces = model_pieces(cells, plugins)
+    parallel = {m for m in parallel_models(cells, plugins) if not cached(m)}
+    return (pieces, parallel, *piece_graph(pieces, parallel, cached))
+
+
 def sharing(pieces: dict[str, Pieces]) -> dict[str, tuple[str, ...]]:
     """For each model, the earlier models it waits for: the first model to use a piece trains
     it, and every later model using that piece runs after it (and loads it from the cache)."""
@@ -452,9 +465,7 @@ def makespan(tasks: Sequence[Task], workers: int) -> float:
 def build_plan(cells: Sequence[Cell], done: set[str], cache: ModelCache, plugins: Any,
                history: History) -> Plan:
     """Models (cached or not) and cells (done or not) of a run, with estimated costs."""
-    pieces = model_pieces(cells, plugins)
-    parallel = parallel_models(cells, plugins)
-    piece_list, after = piece_graph(pieces, parallel)
+    pieces, parallel, piece_list, after = scheduled_pieces(cells, plugins, cache)
     new = new_pieces(pieces)
     rates = training_rates(history, plugins)
     firsts: dict[str, Cell] = {}

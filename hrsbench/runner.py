@@ -48,9 +48,7 @@ from hrsbench.plan import (
     Piece,
     cell_label,
     model_label,
-    model_pieces,
-    parallel_models,
-    piece_graph,
+    scheduled_pieces,
 )
 from hrsbench.plugins import Registry, guarded, registry
 from hrsbench.record import Metrics, Provenance, ResultLine
@@ -135,8 +133,10 @@ def run(
     data_dir, cache_dir = (Path(d).resolve() if d else None for d in (data_dir, cache_dir))
     job = Job(cfg, reg if executor.in_process else PluginTable.of(reg),
               data_dir, cache_dir, device, progress if executor.in_process else None)
-    pieces, after = ([], {}) if executor.in_process else _piece_graph(todo, reg, cache_dir)
-    writer = _Writer(store, ModelCache(cache_dir), config_hash or cfg.hash, report,
+    cache = ModelCache(cache_dir)
+    # In one process a model trains its pieces itself; elsewhere they are tasks of their own.
+    pieces, after = ([], {}) if executor.in_process else scheduled_pieces(todo, reg, cache)[2:]
+    writer = _Writer(store, cache, config_hash or cfg.hash, report,
                      (len(cells) - len(todo), len(cells)), len({c.model_key for c in todo}),
                      len(pieces))
     _DATA.clear()  # a run reads its data afresh (a test may swap the files in between)
@@ -264,16 +264,6 @@ def run_cell(trained: TrainedModel, job: Job, cell: Cell) -> tuple[dict[str, Any
     if attack is None:
         metrics["clean_correct"] = trained.clean_correct
     return metrics, time.perf_counter() - start
-
-
-def _piece_graph(todo: list[Cell], reg: Registry,
-                 cache_dir: Path | None) -> tuple[list[Piece], dict[str, tuple[str, ...]]]:
-    """Piece tasks and model dependencies for tasks that run in parallel (hrsbench.plan)."""
-    cache = ModelCache(cache_dir)
-    cached = lambda key: cache.path(key).exists()  # noqa: E731
-    # A cached model loads whole: its pieces need no tasks.
-    parallel = {m for m in parallel_models(todo, reg) if not cached(m)}
-    return piece_graph(model_pieces(todo, reg), parallel, cached)
 
 
 class _PieceCache(ModelCache):

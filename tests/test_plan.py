@@ -163,3 +163,26 @@ def _toml(cfg: dict) -> str:
                 else:
                     lines.append(f"{k} = {json.dumps(v)}")
     return "\n".join(lines) + "\n"
+
+
+def test_plan_and_run_schedule_the_same_piece_tasks(tmp_path):
+    """A cached model loads whole: neither the run nor its dry-run plan makes piece tasks for it,
+    while an uncached one trains each channel as a task."""
+    from hrsbench.plan import scheduled_pieces
+    from tests.test_executors import HRS_RUN, ParallelHRS
+    from tests.toys import registry_with
+
+    reg = registry_with(defenses=[ParallelHRS])
+    cells = expand(parse_config(HRS_RUN), reg)
+    cache = ModelCache(tmp_path)
+
+    def pieces_to_train() -> list[str]:
+        plan = build_plan(cells, set(), cache, reg, History([]))
+        return [t.key for t in plan.tasks if t.kind == "piece" and not t.done]
+
+    scheduled = [p.key for p in scheduled_pieces(cells, reg, cache)[2]]
+    assert len(scheduled) == 8 and pieces_to_train() == ["piece:" + k for k in scheduled]
+    for key in {c.model_key for c in cells}:  # both models in the cache, none of their pieces
+        cache.path(key).parent.mkdir(parents=True, exist_ok=True)
+        cache.path(key).touch()
+    assert scheduled_pieces(cells, reg, cache)[2] == [] and pieces_to_train() == []
