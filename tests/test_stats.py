@@ -3,6 +3,8 @@ rankings that admit ties."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -15,6 +17,7 @@ from hrsbench.report.stats import (
     family_replicates,
     images_to_resolve,
     line_replicates,
+    rank_number,
     resampled_means,
     resampled_ratios,
     resampled_sums,
@@ -169,3 +172,24 @@ def test_ranks_without_resamples_follow_the_estimates_and_tie_equal_ones():
     items = [("sap", 0.0, None), ("gaussian", 0.0, None), ("hrs", 5.0, None), ("x", -1.0, None)]
     assert ranks_with_ties(items, Bootstrap()) == {"hrs": "1", "sap": "2=", "gaussian": "2=",
                                                    "x": "4"}
+
+
+def test_tables_list_families_by_rank_when_ties_are_not_transitive():
+    """A beats B, but C's interval is too wide to tell it from either: ranks 1=, 2, 1=. The
+    summary lists C (1=) before B (2) though B's estimate is the higher."""
+    scored = scored_study(families={"a": [-3.0], "b": [-1.0], "c": [-0.9]})
+    reps = line_replicates(scored, FAST)
+    summary = family_summary(scored)
+    fams = family_replicates(reps)
+    key = {d: next(k for k in fams if k[-1] == d) for d in ("a", "b", "c")}
+    rng = np.random.default_rng(0)
+    n = FAST.replicates
+    fams[key["a"]]["mean_des"] = rng.normal(10.0, 0.5, n)
+    fams[key["b"]]["mean_des"] = rng.normal(2.0, 0.5, n)
+    fams[key["c"]]["mean_des"] = rng.normal(1.0, 30.0, n)
+    summary["mean_des"] = summary["defense"].map({"a": 10.0, "b": 2.0, "c": 1.0})
+    summary = summary.sort_values("mean_des", ascending=False)  # as family_summary lists them
+    ranked = summary_intervals(summary, reps, fams=fams)
+    assert list(zip(ranked["defense"], ranked["rank"], strict=True)) == [
+        ("a", "1="), ("c", "1="), ("b", "2")]
+    assert [rank_number(r) for r in ("1", "2=", "", None)] == [1, 2, math.inf, math.inf]

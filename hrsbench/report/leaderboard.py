@@ -23,7 +23,7 @@ from hrsbench.report.des import BASE, ETA, BehaviourRange, varying_keys
 from hrsbench.report.frame import MODEL, several_image_sets
 from hrsbench.report.merge import last_finished, merge_results
 from hrsbench.report.reprogramming import reprogramming_markdown, reprogramming_table
-from hrsbench.report.stats import resolution_sentence
+from hrsbench.report.stats import rank_number, resolution_sentence
 from hrsbench.report.tables import (
     FLAG_FIELDS,
     count,
@@ -161,10 +161,11 @@ def _headline_table(report: Report, budget: pd.DataFrame, clean: dict[str, tuple
                     verdicts: dict[str, str]) -> list[str]:
     varying = {name: varying_keys(fam["params"]) for name, fam in
                report.scored[report.scored["defense"].isin(budget["defense"])].groupby("defense")}
-    ordered = budget.assign(
+    ordered = budget.assign(  # by rank first: ties need not follow the estimates' order
         _base=budget["defense"] != report.base,
+        _rank=budget["rank"].map(rank_number),
         _des=pd.to_numeric(budget["adaptive_des"], errors="coerce"),
-    ).sort_values(["_base", "_des", "defense"], ascending=[True, False, True],
+    ).sort_values(["_base", "_rank", "_des", "defense"], ascending=[True, True, False, True],
                   na_position="last", kind="stable")
     single = [isnum(n) and SINGLE_LINE in n for n in budget["des_note"]]
     out = [f"Without per-example outcomes, each model's {SINGLE_LINE.split(' (')[0]} stands "

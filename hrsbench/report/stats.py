@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import math
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -421,7 +422,17 @@ def summary_intervals(
     for _, group in out.groupby(list(GROUP), sort=False, dropna=False):
         ranked = tied_ranks(group, fams, reps.boot)
         out.loc[group.index, "rank"] = [ranked[d] for d in group["defense"]]
-    return out
+    # Ties need not be transitive (A ties C, A beats B, B ties C): a family ranked 1= may have a
+    # lower estimate than one ranked 2, so tables list families by rank, then by estimate.
+    order = out.assign(_rank=out["rank"].map(rank_number))
+    order = order.sort_values([*GROUP, "_rank"], kind="stable", na_position="last")
+    return out.loc[order.index].reset_index(drop=True)
+
+
+def rank_number(rank: Any) -> float:
+    """The number of a rank as the tables write it (``"2="`` → 2); no rank is ∞ (listed last)."""
+    text = str(rank).rstrip("=") if isinstance(rank, str) else ""
+    return float(text) if text.isdigit() else math.inf
 
 
 def _family_key(row: Mapping[str, Any]) -> tuple[Any, ...]:
