@@ -160,14 +160,16 @@ def test_rerunning_a_published_preset_finds_every_migrated_cell(preset):
     assert keys == found
 
 
-def test_published_mnist_lines_carry_every_attacked_examples_outcome():
-    """Every attack line of the published MNIST grid has one success count per attacked
-    example, in [0, repeats], and every clean line one correct count per clean image."""
+@pytest.mark.parametrize(("path", "n_attack_lines"), [(PUBLISHED[0], 202), (PUBLISHED[1], 92)],
+                         ids=["mnist", "cifar10"])
+def test_published_grid_lines_carry_every_attacked_examples_outcome(path, n_attack_lines):
+    """Every attack line of the published MNIST and CIFAR-10 grids has one success count per
+    attacked example, in [0, repeats], and every clean line one correct count per clean image."""
     from hrsbench.results import load_results
 
-    df = load_results(PUBLISHED[0])
+    df = load_results(path)
     attacks = df[df["attack"] != "none"]
-    assert len(attacks) == 202
+    assert len(attacks) == n_attack_lines
     for wins, n, repeats in zip(attacks["successes"], attacks["n_examples"], attacks["repeats"],
                                 strict=True):
         assert len(wins) == n == 90 and wins.min() >= 0 and wins.max() <= repeats
