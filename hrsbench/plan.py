@@ -172,17 +172,28 @@ def _own_pieces(model: str, ps: Pieces, owner: dict[str, str],
     return out
 
 
-def scheduled_pieces(cells: Sequence[Cell], plugins: Any, cache: ModelCache,
-                     ) -> tuple[dict[str, Pieces], set[str], list[Piece],
-                                dict[str, tuple[str, ...]]]:
-    """What a parallel run schedules: every model's pieces, the models trained as piece tasks,
-    those tasks and each model's dependencies. A cached model loads whole, so its pieces need
-    no tasks, and a cached piece is no task either. The runner and the dry-run plan both read
-    this, so the plan shows the tasks the run will make."""
+@dataclass(frozen=True)
+class Schedule:
+    """What a parallel run schedules (:func:`scheduled_pieces`)."""
+
+    #: Every model's pieces, by model key.
+    pieces: dict[str, Pieces]
+    #: The models whose pieces train as tasks of their own.
+    parallel: set[str]
+    #: Those piece tasks.
+    tasks: list[Piece]
+    #: Each model's dependencies (task ids).
+    after: dict[str, tuple[str, ...]]
+
+
+def scheduled_pieces(cells: Sequence[Cell], plugins: Any, cache: ModelCache) -> Schedule:
+    """The pieces and piece tasks of a parallel run. A cached model loads whole, so its pieces
+    need no tasks, and a cached piece is no task either. The runner and the dry-run plan both
+    read this, so the plan shows the tasks the run will make."""
     cached = lambda key: cache.path(key).exists()  # noqa: E731
     pieces = model_pieces(cells, plugins)
     parallel = {m for m in parallel_models(cells, plugins) if not cached(m)}
-    return (pieces, parallel, *piece_graph(pieces, parallel, cached))
+    return Schedule(pieces, parallel, *piece_graph(pieces, parallel, cached))
 
 
 def sharing(pieces: dict[str, Pieces]) -> dict[str, tuple[str, ...]]:
@@ -465,14 +476,15 @@ def makespan(tasks: Sequence[Task], workers: int) -> float:
 def build_plan(cells: Sequence[Cell], done: set[str], cache: ModelCache, plugins: Any,
                history: History) -> Plan:
     """Models (cached or not) and cells (done or not) of a run, with estimated costs."""
-    pieces, parallel, piece_list, after = scheduled_pieces(cells, plugins, cache)
+    schedule = scheduled_pieces(cells, plugins, cache)
+    pieces, parallel, after = schedule.pieces, schedule.parallel, schedule.after
     new = new_pieces(pieces)
     rates = training_rates(history, plugins)
     firsts: dict[str, Cell] = {}
     for c in cells:
         firsts.setdefault(c.model_key, c)
     tasks = [_piece_task(p, firsts[p.model], pieces[p.model][p.key], cache, plugins, rates)
-             for p in piece_list]
+             for p in schedule.tasks]
     for key, c in firsts.items():
         if key in parallel:
             cost, basis = 0.0, "assembled from its piece tasks"

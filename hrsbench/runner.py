@@ -135,7 +135,10 @@ def run(
               data_dir, cache_dir, device, progress if executor.in_process else None)
     cache = ModelCache(cache_dir)
     # In one process a model trains its pieces itself; elsewhere they are tasks of their own.
-    pieces, after = ([], {}) if executor.in_process else scheduled_pieces(todo, reg, cache)[2:]
+    pieces, after = [], {}
+    if not executor.in_process:
+        schedule = scheduled_pieces(todo, reg, cache)
+        pieces, after = schedule.tasks, schedule.after
     writer = _Writer(store, cache, config_hash or cfg.hash, report,
                      (len(cells) - len(todo), len(cells)), len({c.model_key for c in todo}),
                      len(pieces))

@@ -180,9 +180,9 @@ def test_plan_and_run_schedule_the_same_piece_tasks(tmp_path):
         plan = build_plan(cells, set(), cache, reg, History([]))
         return [t.key for t in plan.tasks if t.kind == "piece" and not t.done]
 
-    scheduled = [p.key for p in scheduled_pieces(cells, reg, cache)[2]]
+    scheduled = [p.key for p in scheduled_pieces(cells, reg, cache).tasks]
     assert len(scheduled) == 8 and pieces_to_train() == ["piece:" + k for k in scheduled]
     for key in {c.model_key for c in cells}:  # both models in the cache, none of their pieces
         cache.path(key).parent.mkdir(parents=True, exist_ok=True)
         cache.path(key).touch()
-    assert scheduled_pieces(cells, reg, cache)[2] == [] and pieces_to_train() == []
+    assert scheduled_pieces(cells, reg, cache).tasks == [] and pieces_to_train() == []
