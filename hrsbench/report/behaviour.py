@@ -4,7 +4,9 @@ without loading the reporting stack."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import Any
 
 from hrsbench.errors import HrsbenchError
 from hrsbench.report.frame import missing
@@ -50,12 +52,29 @@ def _within(x: float, bounds: tuple[float | None, float | None]) -> bool:
     return (lo is None or x >= lo) and (hi is None or x <= hi)
 
 
+def des_values(delta_d: Any, delta_t: Any, eta: float = ETA) -> Any:
+    """``Δd / (Δt + η)`` elementwise, for point estimates and resamples alike: the one definition
+    of DES every report computes it with (numbers or numpy arrays in, a float array out).
+
+    - Δd = 0 gives 0, whatever the denominator: a defense that gains nothing scores nothing,
+      also where it costs no accuracy (a saturated budget, every model broken or none).
+    - Δd ≠ 0 with Δt + η ≤ 0 gives ±∞ (the sign of Δd): the ratio would flip sign or divide by
+      zero, and a resample there makes the interval unbounded on that side, which is the
+      honest answer where Δt is within its noise of −η.
+    - A missing Δd or Δt gives NaN.
+    """
+    import numpy as np  # here, not above: the command line reads this module without numpy
+
+    dd = np.asarray(delta_d, dtype=float)
+    denominator = np.asarray(delta_t, dtype=float) + eta
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = np.where(denominator > 0, dd / denominator, np.where(dd < 0, -np.inf, np.inf))
+    out = np.where(dd == 0, 0.0, out)
+    return np.where(np.isnan(dd) | np.isnan(denominator), np.nan, out)
+
+
 def des_score(delta_d: float, delta_t: float, eta: float = ETA) -> float | None:
-    """``Δd / (Δt + η)``; ``None`` when ``Δt + η ≤ 0`` (a defense more accurate than the base
-    by η or more), where the ratio would flip sign or divide by zero instead of rewarding it."""
-    denom = delta_t + eta
-    if denom <= 0:
-        return None
-    return delta_d / denom
-
-
+    """One DES (:func:`des_values`); ``None`` where it is unbounded (Δd ≠ 0 and Δt + η ≤ 0: a
+    defense more accurate than the base by η or more), which a table reports as no DES."""
+    score = float(des_values(delta_d, delta_t, eta))
+    return None if math.isinf(score) else score

@@ -32,9 +32,9 @@ import numpy as np
 import pandas as pd
 
 from hrsbench.record import canonical
-from hrsbench.report.behaviour import des_score
+from hrsbench.report.behaviour import des_score, des_values
 from hrsbench.report.frame import GROUP, MODEL, missing
-from hrsbench.report.stats import Bootstrap, Replicates, ratio
+from hrsbench.report.stats import Bootstrap, Replicates
 from hrsbench.report.tables import FLAG_FIELDS, flags
 
 #: Columns a pooled line's seeds share: everything that identifies a line except the seed.
@@ -182,7 +182,7 @@ class SeedDraws:
             low = -1.0 if name.startswith("delta") else 0.0
             out[name] = self.mean(reps.values[name][:, positions],
                                   per_seed_points(reps.scored, name, positions), seeds, low)
-        out["des"] = ratio(out["delta_d"], out["delta_t"] + reps.eta)
+        out["des"] = des_values(out["delta_d"], out["delta_t"], reps.eta)
         return out
 
 

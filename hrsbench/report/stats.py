@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from hrsbench.outcomes import decode_counts
+from hrsbench.report.behaviour import des_values
 from hrsbench.report.des import BASE, ETA, GROUP, BehaviourRange
 from hrsbench.report.frame import model_id
 
@@ -264,15 +265,6 @@ def _rate_replicates(df: pd.DataFrame, boot: Bootstrap) -> dict[int, np.ndarray]
     return out
 
 
-def ratio(delta_d: np.ndarray, denominator: np.ndarray) -> np.ndarray:
-    """``Δd / (Δt + η)`` per resample; ±∞ (the sign of Δd) where the denominator is ≤ 0, so a
-    resample that makes the defense as accurate as the base shows as an unbounded interval."""
-    with np.errstate(invalid="ignore", divide="ignore"):
-        out = delta_d / denominator
-    out = np.where(denominator > 0, out, np.where(delta_d < 0, -np.inf, np.inf))
-    return np.where(np.isnan(delta_d) | np.isnan(denominator), np.nan, out)
-
-
 @dataclass
 class Replicates:
     """Resamples (replicates × lines) of each line's clean accuracy, defense rate, Δt, Δd and DES,
@@ -314,7 +306,7 @@ def line_replicates(
             delta_t[:, pos] = accuracy[:, bpos] - accuracy[:, pos]
             delta_d[:, pos] = rate[:, pos] - rate[:, bpos]
     has_des = scored["des"].notna().to_numpy() if n else np.zeros(0, dtype=bool)
-    des = np.where(has_des[None, :], ratio(delta_d, delta_t + eta), np.nan)
+    des = np.where(has_des[None, :], des_values(delta_d, delta_t, eta), np.nan)
     values = {"defense_rate": rate, "clean_accuracy": accuracy, "delta_t": delta_t,
               "delta_d": delta_d, "des": des}
     return Replicates(scored, boot, eta, values, acc_by_model)
@@ -393,7 +385,7 @@ def family_replicates(
             # the attacked images' share of the error: Δt held at its estimate
             dd = reps.column("delta_d", with_des.index)
             dt_point = with_des["delta_t"].to_numpy(dtype=float)[None, :]
-            fam["mean_des_attacked"] = ratio(dd, dt_point + reps.eta).mean(axis=1)
+            fam["mean_des_attacked"] = des_values(dd, dt_point, reps.eta).mean(axis=1)
         dt, dd = reps.column("delta_t", inside.index), reps.column("delta_d", inside.index)
         distinct = inside["delta_t"].astype(float).nunique() > 1
         if distinct and not (np.isnan(dt).any() or np.isnan(dd).any()):

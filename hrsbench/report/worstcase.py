@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from hrsbench.report.behaviour import des_score, des_values
 from hrsbench.report.des import BASE, ETA
 from hrsbench.report.frame import adaptive, missing, model_id
 from hrsbench.report.seeds import SeedDraws, seed_draws
@@ -48,7 +49,6 @@ from hrsbench.report.stats import (
     attacked_images,
     counts_of,
     ranks_with_ties,
-    ratio,
     resampled_ratios,
 )
 
@@ -383,15 +383,15 @@ def _des_cell(row: dict[str, Any], name: str, delta_d: Worst | None,
               dt_reps: np.ndarray | None, eta: float, boot: Bootstrap | None) -> None:
     if delta_d is None:
         return
-    denominator = float(row["delta_t"]) + eta
-    if denominator <= 0:
+    score = des_score(delta_d.rate, float(row["delta_t"]), eta)
+    if score is None:
         if "Δt + η ≤ 0" not in (row["des_note"] or ""):
             row["des_note"] = "; ".join(filter(None, [row["des_note"], "no DES: Δt + η ≤ 0"]))
         return
-    row[name] = delta_d.rate / denominator
+    row[name] = score
     if boot is None or dt_reps is None or delta_d.reps is None:
         return
-    des = ratio(delta_d.reps, dt_reps + eta)
+    des = des_values(delta_d.reps, dt_reps, eta)
     row[f"{name}_lo"], row[f"{name}_hi"] = _interval(boot, des)
     row[f"_{name}_reps"] = des
 
