@@ -139,7 +139,11 @@ def _headline_section(report: Report) -> list[str]:
     out = ["", "## Headline: the worst case over attacks", "",
            "Per model and threat budget, each attacked example counts as broken by whichever "
            "attack × setting breaks it best (picked on half the prediction draws, scored on the "
-           "other half: docs/des.md). *Adaptive DES* uses that worst case over all settings, "
+           "other half, ties to the strongest line: docs/des.md), and the worst case is never "
+           "weaker than the model's strongest single line: where that line is stronger than "
+           "the per-example pick, the row is at that line (note \"at its strongest single "
+           "line\"), which errs on the attack's side, since that line is chosen on the draws "
+           "that score it. *Adaptive DES* uses that worst case over all settings, "
            "*white-box DES* over non-adaptive white-box attacks only (APGD with EOT is "
            "adaptive); brackets are 95 % intervals."]
     clean = _clean_intervals(report.per_model)

@@ -4,17 +4,21 @@ broken by the attack × setting that breaks it best, as AutoAttack reports robus
 A threat budget is the dataset, ε (the strength of attacks whose strength parameter is ``eps``),
 targeting and the attacked images; every attack line of a model within one budget competes.
 
-**Picked on some draws, scored on others.** Taking, per example, the largest success frequency
-over lines measured on the same prediction draws is biased upwards on a stochastic defense: with
-eight lines of one and the same attack the maximum of eight noisy frequencies exceeds their
-common mean. Each attack line therefore stores its wins on the first ``repeats // 2`` draws
-(``successes_pick``) beside those on all draws (``successes``). For each example the line winning
-most picking draws is scored on the other draws, and the line winning most of those other draws
-is scored on the picking draws; the example's worst-case success is the mean of the two (a
-cross-fit). Since the draws that score a line played no part in picking it, the estimate is
-unbiased when every line is the same attack, and never exceeds the best line's expected success
-per example. A model whose lines record ``stochastic: false`` predicts the same on every draw, so
-its per-example maximum is exact, also with one draw.
+**Picked on some draws, scored on others, never weaker than one line.** Taking, per example,
+the largest success frequency over lines measured on the same prediction draws is biased
+upwards on a stochastic defense: with eight lines of one and the same attack the maximum of
+eight noisy frequencies exceeds their common mean. Each attack line therefore stores its wins on
+the first ``repeats // 2`` draws (``successes_pick``) beside those on all draws (``successes``).
+For each example the line winning most picking draws is scored on the other draws, and the line
+winning most of those other draws is scored on the picking draws; the example's worst-case
+success is the mean of the two (a cross-fit, :func:`cross_fit`). With 2 picking draws most
+examples tie between several lines; a tie goes to the line strongest over all examples on the
+same draws, not to the mean of the tied lines, which weak lines would pull down. A noisy pick
+can only lower the estimate, so the worst case is floored at its strongest single line
+(:func:`worst_rate`): a real attack, never weaker than any line it is made of, per resample as
+well as at the point. A model whose lines record ``stochastic: false`` predicts the same on
+every draw, so its per-example maximum is exact, also with one draw. docs/des.md gives both
+biases as a simulation measures them (``benchmarks/worstcase_bias.py``).
 
 Worst-case rates get intervals from the same resamples as the lines (:mod:`hrsbench.report.stats`),
 paired with the base model's worst case in the same budget; the **adaptive DES** is
@@ -75,22 +79,31 @@ _SEED_AT = 1 + BUDGET.index("seed")
 def cross_fit(successes: np.ndarray, picks: np.ndarray, repeats: int) -> np.ndarray:
     """Per example, the worst case's success frequency over the lines (rows of the K × n count
     arrays), picked on one half of the draws and scored on the other, both ways round and
-    averaged. Lines tied in the picking half (frequent with few draws) are scored by their mean:
-    a rule that ignores the scoring half keeps the estimate unbiased, and this one also keeps it
-    independent of the order of the lines."""
+    averaged (:func:`_score_of_pick`). The scoring draws take no part in the pick, so a noisy
+    pick can lower the estimate but never inflate it."""
     half = repeats // 2
     if half < 1:
         raise ValueError("a cross-fitted worst case needs at least 2 prediction draws")
     rest = successes - picks
-    by_pick = _mean_of_best(picks, rest) / (repeats - half)
-    by_rest = _mean_of_best(rest, picks) / half
+    by_pick = _score_of_pick(picks, rest) / (repeats - half)
+    by_rest = _score_of_pick(rest, picks) / half
     return (by_pick + by_rest) / 2
 
 
-def _mean_of_best(choose: np.ndarray, score: np.ndarray) -> np.ndarray:
-    """Per column, the mean of ``score`` over the rows where ``choose`` is largest."""
+def _score_of_pick(choose: np.ndarray, score: np.ndarray) -> np.ndarray:
+    """Per column (example), ``score`` of the row (line) that wins most of ``choose``'s draws.
+
+    With 2 or 3 choosing draws most examples tie between several lines. A tie goes to the line
+    winning most choosing draws over all examples: the strongest line overall is the best guess
+    where an example's own draws cannot tell, whereas averaging the tied lines would let weak
+    ones (FGSM beside APGD) pull the estimate below the strongest single line. Lines tied on
+    both counts are scored by their mean, so the result does not depend on the order of the
+    lines. Only ``choose`` decides: ``score`` stays independent of the pick."""
+    total = choose.sum(axis=1, keepdims=True)
     tied = choose == choose.max(axis=0, keepdims=True)
-    return (score * tied).sum(axis=0) / tied.sum(axis=0)
+    strength = np.where(tied, total, -1)
+    top = tied & (strength == strength.max(axis=0, keepdims=True))
+    return (score * top).sum(axis=0) / top.sum(axis=0)
 
 
 def naive_maximum(successes: np.ndarray, repeats: int) -> np.ndarray:
@@ -108,7 +121,8 @@ class Budget:
     picks: np.ndarray | None  # K × n, None when a line lacks the picking half
     repeats: int
     deterministic: bool
-    #: Per example, the share of correct clean draws (untargeted rates' denominator), else None.
+    #: Per line and example (K × n), the share of correct clean draws: an untargeted rate's
+    #: denominator; None for a targeted budget, whose examples all count.
     correct: np.ndarray | None
 
     def scores(self) -> np.ndarray | None:
@@ -176,12 +190,8 @@ def budget_of(lines: pd.DataFrame) -> Budget | None:
         cc = _stack(lines, "clean_correct")
         if cc is None:
             return None
-        correct = cc.mean(axis=0) / r
+        correct = cc / r
     return Budget(lines, successes, _stack(lines, "successes_pick"), r, deterministic, correct)
-
-
-def _per_image(values: np.ndarray, n_images: int) -> np.ndarray:
-    return values.reshape(n_images, -1).sum(axis=1)
 
 
 @dataclass(frozen=True)
@@ -190,26 +200,58 @@ class Worst:
 
     rate: float
     reps: np.ndarray | None
+    #: The single line the rate is floored at, where that line is stronger than the per-example
+    #: pick (:func:`worst_rate`); "" where the pick is at least as strong.
+    floor: str = ""
 
 
 def worst_rate(budget: Budget, boot: Bootstrap | None) -> Worst | None:
     """Worst-case defense rate of a budget, and its resamples over the attacked images (the
-    same resamples as every line on those images)."""
+    same resamples as every line on those images).
+
+    The worst case is a real attack, so it is never weaker than its strongest single line:
+    the rate is the lower of the per-example pick's (:meth:`Budget.scores`) and every line's
+    own defense rate on the same examples, and each resample the lower of theirs in that
+    resample, so that the interval agrees with the point. Where the floor binds it errs on the
+    attack's side: the best line is chosen on the draws that score it (docs/des.md)."""
     scores = budget.scores()
     if scores is None:
         return None
-    den = np.ones_like(scores) if budget.correct is None else budget.correct
-    rate = 1.0 - scores.sum() / den.sum() if den.sum() > 0 else float("nan")
-    if boot is None:
-        return Worst(float(rate), None)
+    per_line = budget.successes / budget.repeats
+    line_den = np.ones_like(per_line) if budget.correct is None else budget.correct
+    den = line_den.mean(axis=0)
+    if den.sum() <= 0:
+        return Worst(float("nan"), None)
+    picked = 1.0 - scores.sum() / den.sum()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        computed = 1.0 - per_line.sum(axis=1) / line_den.sum(axis=1)
+    # the lines' own rates as their tables print them (an untargeted line records the mean of
+    # its per-draw rates, which may differ slightly from the pooled ratio)
+    recorded = pd.to_numeric(budget.lines["defense_rate"], errors="coerce").to_numpy(dtype=float)
+    line_rates = np.where(np.isnan(recorded), computed, recorded)
+    best = int(np.nanargmin(line_rates)) if not np.isnan(line_rates).all() else -1
+    floored = best >= 0 and line_rates[best] < picked
+    rate = float(line_rates[best]) if floored else float(picked)
+    floor = _label(budget.lines.iloc[best]) if floored else ""
     row = budget.lines.iloc[0]
     n_images = int(row["n_test"])
-    if len(scores) % n_images:
-        return Worst(float(rate), None)
-    ratios = resampled_ratios(_per_image(scores, n_images)[:, None],
-                              _per_image(den, n_images)[:, None], attacked_images(row), boot)
-    reps = np.clip(1.0 - ratios[:, 0], 0.0, 1.0)
-    return Worst(float(rate), reps)
+    if boot is None or len(scores) % n_images:
+        return Worst(rate, None, floor)
+    num = np.concatenate([scores[None], per_line]).T
+    dens = np.concatenate([den[None], line_den]).T
+    ratios = resampled_ratios(_per_image(num, n_images), _per_image(dens, n_images),
+                              attacked_images(row), boot)
+    reps = np.fmin.reduce(np.clip(1.0 - ratios, 0.0, 1.0), axis=1)
+    return Worst(rate, reps, floor)
+
+
+def _per_image(values: np.ndarray, n_images: int) -> np.ndarray:
+    """Per attacked image, the sums of ``values`` (examples × columns) over its examples."""
+    return values.reshape(n_images, -1, values.shape[1]).sum(axis=1)
+
+
+def _label(line: pd.Series) -> str:
+    return f"{line['attack']} ({line['setting']})"
 
 
 def _groups(lines: pd.DataFrame) -> dict[tuple[Hashable, ...], pd.DataFrame]:
@@ -277,7 +319,14 @@ def _model_row(key: tuple[Hashable, ...], group: pd.DataFrame, boot: Bootstrap |
         return row
     white = budget_of(_whitebox(group))
     found = (worst_rate(budget, boot), worst_rate(white, boot) if white else None)
-    return _row(key, group, budget.strongest(), found, boot)
+    row = _row(key, group, budget.strongest(), found, boot)
+    if found[0] is not None and found[0].floor:
+        row["des_note"] = f"{FLOOR} {found[0].floor}"
+    return row
+
+
+#: The note of a row whose worst case is its strongest single line (:func:`worst_rate`).
+FLOOR = "at its strongest single line,"
 
 
 #: The note of a budget whose lines lack per-example outcomes.
