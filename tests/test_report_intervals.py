@@ -42,16 +42,16 @@ def test_leaderboard_opens_with_the_headline_and_carries_intervals_and_ties(tmp_
                                             "weaker": [0.7, 0.9]}))
     assert text.index("## Headline: the worst case over attacks") < text.index("## mnist")
     head = text[text.index("### Headline · mnist · ε=0.1 · targeted · 40 attacked images"):]
-    row = next(r for r in head.splitlines() if r.startswith("| 1 | strong | rate=0 |"))
+    row = next(r for r in head.splitlines() if r.startswith("| 1 (1–1) | strong | rate=0 |"))
     cells = [c.strip() for c in row.split("|")[1:-1]]
     # clean acc, worst-case defense rate, adaptive DES and white-box DES each carry an interval
     assert all(" [" in c and c.endswith("]") for c in cells[3:7])
     assert cells[7] == "pgd (whitebox)"
-    # models whose adaptive DES differ within the noise share a rank
-    assert "| 3= | weak | rate=0 |" in head and "| 3= | weaker | rate=0 |" in head
-    # family ranks: strong clearly first, weak and weaker tied
-    assert "| 1 | strong | 2/2 |" in text
-    assert "| 2= | weak | 2/2 |" in text and "| 2= | weaker | 2/2 |" in text
+    # models whose adaptive DES differ within the noise share a range of places
+    assert "| 3 (3–4) | weak | rate=0 |" in head and "| 4 (3–4) | weaker | rate=0 |" in head
+    # family ranks: strong clearly first, weak and weaker second or third
+    assert "| 1 (1–1) | strong | 2/2 |" in text
+    assert "| 2 (2–3) | weak | 2/2 |" in text and "| 3 (2–3) | weaker | 2/2 |" in text
     assert "Resolved at 95 %: strong > weak, strong > weaker." in text
     assert "Not resolved at 95 %: weak vs weaker" in text
     # and what more attacked images would do: here the 300 clean images' error in Δt, which
@@ -79,6 +79,33 @@ def test_nothing_is_ranked_where_every_line_resists(tmp_path):
     text = render(tmp_path, pd.DataFrame(rows))
     assert "the attack breaks nothing, so no defense is ranked" in text
     assert "| 1 | noise" not in text and "| — | noise" in text  # neither table ranks it
+
+
+def test_a_saturated_budget_ranks_nobody_and_gives_no_des(tmp_path):
+    """Every model, the base included, broken on every example by its strongest attack: the
+    headline says so in one line, without ranks, DES or sentences on resolution, and the
+    table of the attack that breaks everything ranks nobody either."""
+    pairs = 20 * 9
+    rows = []
+    rng = np.random.default_rng(2)
+    for defense, params in (("base", {}), ("noise", {"sigma": 0.1}), ("blur", {"k": 3})):
+        clean = clean_line(defense, params, rng.binomial(4, 0.95, 100))
+        rows.append(clean)
+        for attack, wins in (("pgd", np.full(pairs, 4)), ("fgsm", rng.binomial(4, 0.5, pairs))):
+            rows.append(attack_line(defense, params, clean["clean_accuracy"], wins, wins // 2,
+                                    attack=attack, n_images=20, stochastic=defense != "base"))
+    text = render(tmp_path, pd.DataFrame(rows))
+    head = text[text.index("### Headline"):text.index("## mnist")]
+    assert "Saturated: every model's worst-case defense rate, the base's included, is 0 %" in head
+    assert "DES" not in head.split("\n", 3)[-1]  # the table: no DES column
+    assert "(1–" not in head and "| ref |" not in head
+    pgd = text[text.index("### pgd"):]
+    pgd = pgd[:pgd.find("\n### ") if "\n### " in pgd else None]
+    assert "has a 0 % defense rate: the attack breaks every attacked example" in pgd
+    assert "Resolved" not in pgd and "would resolve" not in pgd and "projection" not in pgd
+    assert "(1–" not in pgd
+    # the FGSM table is not saturated: ranked, with ranges
+    assert "(1–" in text[text.index("### fgsm"):text.index("### pgd")]
 
 
 def test_paper_rows_show_our_interval_and_say_why_a_des_is_missing(tmp_path):

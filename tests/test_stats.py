@@ -1,5 +1,5 @@
 """Bootstrap intervals: deterministic, paired, clustered, covering the truth at their level;
-rankings that admit ties."""
+ranks with their ranges over the resamples."""
 
 from __future__ import annotations
 
@@ -114,14 +114,14 @@ def test_coverage_of_paired_clustered_delta_d():
     assert 930 <= covered <= 970
 
 
-def test_families_apart_are_ranked_and_close_ones_tie():
+def test_families_apart_are_ranked_and_close_ones_share_a_range():
     scored = scored_study(families={"strong": [-3.0, -2.5], "weak": [0.6, 0.8],
                                     "weaker": [0.7, 0.9]})
     reps = line_replicates(scored, FAST)
     summary = summary_intervals(family_summary(scored), reps)
     ranks = dict(zip(summary["defense"], summary["rank"], strict=True))
-    assert ranks["strong"] == "1"
-    assert ranks["weak"] == ranks["weaker"] == "2="
+    assert ranks["strong"] == "1 (1–1)"
+    assert {ranks["weak"], ranks["weaker"]} == {"2 (2–3)", "3 (2–3)"}
     assert (summary["mean_des_lo"] <= summary["mean_des"]).all()
     sentence = resolution_sentence(summary, family_replicates(reps), reps.boot, N_IMAGES)
     assert "Resolved at 95 %: strong > weak, strong > weaker." in sentence
@@ -166,17 +166,42 @@ def test_clean_means_resample_distinct_rows_as_the_images_they_stand_for():
                                                 FAST))
 
 
-def test_ranks_without_resamples_follow_the_estimates_and_tie_equal_ones():
-    from hrsbench.report.stats import Bootstrap, ranks_with_ties
+def test_ranks_without_resamples_follow_the_estimates_and_mark_equal_ones():
+    from hrsbench.report.stats import Bootstrap, rank_ranges
 
     items = [("sap", 0.0, None), ("gaussian", 0.0, None), ("hrs", 5.0, None), ("x", -1.0, None)]
-    assert ranks_with_ties(items, Bootstrap()) == {"hrs": "1", "sap": "2=", "gaussian": "2=",
-                                                   "x": "4"}
+    assert rank_ranges(items, Bootstrap()) == {"hrs": "1", "sap": "2=", "gaussian": "2=",
+                                               "x": "4"}
 
 
-def test_tables_list_families_by_rank_when_ties_are_not_transitive():
-    """A beats B, but C's interval is too wide to tell it from either: ranks 1=, 2, 1=. The
-    summary lists C (1=) before B (2) though B's estimate is the higher."""
+def test_rank_ranges_of_hand_made_families():
+    """Each resample places the families on its own values: a precise family's range is
+    narrow, an imprecise one's spans the places its noise reaches, and equal estimates share a
+    place (marked =) whatever their ranges."""
+    from hrsbench.report.stats import Bootstrap, rank_ranges
+
+    rng = np.random.default_rng(0)
+    n = FAST.replicates
+    items = [("a", 10.0, rng.normal(10.0, 0.5, n)), ("b", 2.0, rng.normal(2.0, 0.5, n)),
+             ("c", 1.0, rng.normal(1.0, 30.0, n)), ("d", 1.0, rng.normal(1.0, 0.1, n)),
+             ("e", -20.0, np.full(n, -20.0))]
+    ranks = rank_ranges(items, FAST)
+    assert ranks["a"] == "1 (1–2)"  # c, far noisier, tops it in some resamples
+    assert ranks["b"] == "2 (2–3)"  # a always above, c in about half the resamples
+    assert ranks["c"] == "3= (1–5)"  # as high as first, as low as last
+    assert ranks["d"] == "3= (3–4)"
+    assert ranks["e"] == "5 (4–5)"
+    # place ranges are percentiles of ranks drawn per resample: the 95 % range of the rank
+    places = 1 + (np.stack([r for *_, r in items], 1)[:, None, :]
+                  > np.stack([r for *_, r in items], 1)[:, :, None]).sum(axis=2)
+    assert np.mean(places[:, 2] == 1) > 0.025
+    assert rank_ranges([("only", 3.0, np.zeros(n))], Bootstrap(replicates=n)) == {
+        "only": "1 (1–1)"}
+
+
+def test_tables_list_families_by_the_place_of_their_estimate():
+    """A far ahead of B, C's interval too wide to tell it from either: C is listed after B (its
+    estimate is lower), and its range shows it could be first or last."""
     scored = scored_study(families={"a": [-3.0], "b": [-1.0], "c": [-0.9]})
     reps = line_replicates(scored, FAST)
     summary = family_summary(scored)
@@ -188,8 +213,8 @@ def test_tables_list_families_by_rank_when_ties_are_not_transitive():
     fams[key["b"]]["mean_des"] = rng.normal(2.0, 0.5, n)
     fams[key["c"]]["mean_des"] = rng.normal(1.0, 30.0, n)
     summary["mean_des"] = summary["defense"].map({"a": 10.0, "b": 2.0, "c": 1.0})
-    summary = summary.sort_values("mean_des", ascending=False)  # as family_summary lists them
     ranked = summary_intervals(summary, reps, fams=fams)
     assert list(zip(ranked["defense"], ranked["rank"], strict=True)) == [
-        ("a", "1="), ("c", "1="), ("b", "2")]
-    assert [rank_number(r) for r in ("1", "2=", "", None)] == [1, 2, math.inf, math.inf]
+        ("a", "1 (1–2)"), ("b", "2 (2–3)"), ("c", "3 (1–3)")]
+    assert [rank_number(r) for r in ("1 (1–1)", "2= (1–4)", "3", "", None)] == [
+        1, 2, 3, math.inf, math.inf]

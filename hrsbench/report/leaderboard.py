@@ -35,7 +35,7 @@ from hrsbench.report.tables import (
     pct,
     pp,
 )
-from hrsbench.report.worstcase import SINGLE_LINE
+from hrsbench.report.worstcase import SINGLE_LINE, saturated
 from hrsbench.storage import atomic_write
 
 
@@ -117,10 +117,13 @@ def _header(report: Report, generated: datetime) -> list[str]:
               "Brackets are 95 % bootstrap intervals over the attacked and clean images "
               "(lines without per-example outcomes have none, and the clean-accuracy table "
               "shows ± the spread of repeated predictions there, not a sampling error). "
-              "Families (a defense "
-              "over its strength sweep) are ranked by mean DES; `1=` marks families whose "
-              "mean-DES difference is not resolved at 95 %. *via white-box* marks a "
-              "deterministic defense's white-box line standing for another setting.")
+              "Families (a defense over its strength sweep) are ranked by mean DES, headline "
+              "rows by adaptive DES: a rank is the place of the estimate (1 + the number "
+              "ranked above it; `=` marks equal estimates) and, in brackets, the 95 % range "
+              "of that place when each bootstrap resample ranks them all on its own values, "
+              "so `2 (1–4)` is second by estimate and anywhere from first to fourth within "
+              "the noise. *via white-box* marks a deterministic defense's white-box line "
+              "standing for another setting.")
     if report.unpooled is not None:
         legend += (" Lines that differ only in their training seed are pooled: rates, Δt and Δd "
                    "are means over seeds, each seed against the base of the same seed, DES is "
@@ -163,6 +166,8 @@ def _headline_section(report: Report) -> list[str]:
 
 def _headline_table(report: Report, budget: pd.DataFrame, clean: dict[str, tuple[Any, Any]],
                     verdicts: dict[str, str]) -> list[str]:
+    if budget["saturated"].fillna(False).astype(bool).all():
+        return _saturated_headline(report, budget, clean)
     varying = {name: varying_keys(fam["params"]) for name, fam in
                report.scored[report.scored["defense"].isin(budget["defense"])].groupby("defense")}
     ordered = budget.assign(  # by rank first: ties need not follow the estimates' order
@@ -201,6 +206,26 @@ def _headline_table(report: Report, budget: pd.DataFrame, clean: dict[str, tuple
                                  "worst-case defense rate",
                                  "adaptive DES", "white-box DES", "strongest most often",
                                  "sanity", "note"], rows)
+
+
+def _saturated_headline(report: Report, budget: pd.DataFrame,
+                        clean: dict[str, tuple[Any, Any]]) -> list[str]:
+    """A budget where every model, the base included, is at 0 % or every one at 100 %: one
+    sentence and the models' rates, no ranks and no DES (each would be 0 [0, 0])."""
+    broken = bool((pd.to_numeric(budget["worst_defense_rate"]) <= 0).all())
+    what = ("0 %: the attacks break every attacked example of every model" if broken else
+            "100 %: the attacks break no attacked example of any model")
+    out = [f"Saturated: every model's worst-case defense rate, the base's included, is {what}. "
+           "Nothing is ranked and no DES is given: at this budget the models cannot be told "
+           "apart.", ""]
+    ordered = budget.assign(_base=budget["defense"] != report.base).sort_values(
+        ["_base", "defense", "model"], kind="stable")
+    rows = [[r["defense"], params(r["params"], report.varying.get(r["defense"], [])),
+             interval(r["clean_accuracy"], *clean.get(r["model"], (None, None)), digits=2),
+             _with_interval(r, "worst_defense_rate"), r["strongest"] or "—"]
+            for _, r in ordered.iterrows()]
+    return out + markdown_table(["defense", "params", "clean acc", "worst-case defense rate",
+                                 "strongest most often"], rows)
 
 
 def _seeds_note(r: Mapping[str, Any], note: str) -> str:
@@ -325,10 +350,12 @@ def _attack_sections(report: Report, data: pd.DataFrame) -> list[str]:
 
 def _group_tables(report: Report, group: pd.DataFrame, key: tuple[Any, ...]) -> list[str]:
     s = report.summary_of(key)
-    if _all_resist(group):
+    if saturated(list(group["defense_rate"])):
         s = s.iloc[:0]
-        out = ["Every line here, the base included, has a 100 % defense rate: the attack breaks "
-               "nothing, so no defense is ranked."]
+        broken = bool((pd.to_numeric(group["defense_rate"]) <= 0).all())
+        out = [f"Every line here, the base included, has a {0 if broken else 100} % defense "
+               f"rate: the attack breaks {'every attacked example' if broken else 'nothing'}, "
+               "so no defense is ranked."]
     elif s.empty:
         out = ([f"No DES: no defended line here has a matching `{report.base}` line."]
                if (group["defense"] != report.base).any()
@@ -343,18 +370,14 @@ def _group_tables(report: Report, group: pd.DataFrame, key: tuple[Any, ...]) -> 
     return out + [""] + _line_table(report, group, s)
 
 
-def _all_resist(group: pd.DataFrame) -> bool:
-    rates = pd.to_numeric(group["defense_rate"], errors="coerce")
-    return bool(len(rates)) and bool((rates >= 1.0).all())
-
-
 def _attacked_images(group: pd.DataFrame) -> int | None:
     n = pd.to_numeric(group["n_test"], errors="coerce").dropna()
     return int(n.iloc[0]) if len(n) else None
 
 
 def _ranks(s: pd.DataFrame) -> dict[str, str]:
-    """Family ranks with ties (``1=``), as :func:`.stats.tied_ranks` gave them."""
+    """Family ranks with their ranges (``2 (1–4)``), as :func:`.stats.family_ranks` gave
+    them."""
     if s.empty:
         return {}
     if "rank" in s.columns:

@@ -399,8 +399,8 @@ def summary_intervals(
     base: str = BASE, fams: dict[tuple[Any, ...], dict[str, np.ndarray]] | None = None,
 ) -> pd.DataFrame:
     """:func:`hrsbench.family_summary`'s table with ``mean_des_lo/hi``, ``slope_lo/hi`` and a
-    ``rank`` that admits ties (:func:`tied_ranks`), per comparison group (``fams``: the
-    :func:`family_replicates` of ``reps``, when already computed)."""
+    ``rank`` with its range over the resamples (:func:`family_ranks`), per comparison group
+    (``fams``: the :func:`family_replicates` of ``reps``, when already computed)."""
     fams = family_replicates(reps, behaviour, base) if fams is None else fams
     out = summary.copy()
     keys = [_family_key(row) for row in summary[[*GROUP, "defense"]].to_dict("records")]
@@ -412,18 +412,17 @@ def summary_intervals(
         out[f"{name}_lo"], out[f"{name}_hi"] = lo, hi
     out["rank"] = ""
     for _, group in out.groupby(list(GROUP), sort=False, dropna=False):
-        ranked = tied_ranks(group, fams, reps.boot)
+        ranked = family_ranks(group, fams, reps.boot)
         out.loc[group.index, "rank"] = [ranked[d] for d in group["defense"]]
-    # Ties need not be transitive (A ties C, A beats B, B ties C): a family ranked 1= may have a
-    # lower estimate than one ranked 2, so tables list families by rank, then by estimate.
     order = out.assign(_rank=out["rank"].map(rank_number))
     order = order.sort_values([*GROUP, "_rank"], kind="stable", na_position="last")
     return out.loc[order.index].reset_index(drop=True)
 
 
 def rank_number(rank: Any) -> float:
-    """The number of a rank as the tables write it (``"2="`` → 2); no rank is ∞ (listed last)."""
-    text = str(rank).rstrip("=") if isinstance(rank, str) else ""
+    """The place of a rank as the tables write it (``"2 (1–4)"`` and ``"2= (1–4)"`` → 2); no
+    rank is ∞ (listed last)."""
+    text = rank.split(" ")[0].rstrip("=") if isinstance(rank, str) else ""
     return float(text) if text.isdigit() else math.inf
 
 
@@ -476,23 +475,37 @@ def _difference_bounds(ra: np.ndarray, rb: np.ndarray, boot: Bootstrap) -> tuple
     return float(lo[0]), float(hi[0])
 
 
-def ranks_with_ties(items: list[tuple[str, float, np.ndarray | None]], boot: Bootstrap
-                    ) -> dict[str, str]:
-    """Rank of each ``(name, estimate, resamples)`` item: 1 + the number of items higher at the
-    interval's level (interval of the paired difference above 0); items sharing a rank read
-    ``"1="``. Without resamples for every item, the order of the estimates alone (equal
-    estimates share a rank; no other tie can be claimed or excluded)."""
-    if any(r is None for _, _, r in items):
-        numbers = {name: 1 + sum(float(e) > float(est) for _, e, _ in items)
-                   for name, est, _ in items}
-    else:
-        beaten = {name: 0 for name, _, _ in items}
-        for c in pairwise(items, boot):  # type: ignore[arg-type]
-            if c.resolved:
-                beaten[c.better if c.hi < 0 else c.worse] += 1
-        numbers = {name: k + 1 for name, k in beaten.items()}
-    counts = pd.Series(list(numbers.values()), dtype=int).value_counts()
-    return {name: f"{k}=" if counts[k] > 1 else str(k) for name, k in numbers.items()}
+def rank_ranges(items: list[tuple[str, float, np.ndarray | None]], boot: Bootstrap
+                ) -> dict[str, str]:
+    """Rank of each ``(name, estimate, resamples)`` item, highest estimate first, as the tables
+    print it: the place of its estimate (1 + the number of items with a higher one; items with
+    equal estimates share a place, marked ``=``) and, where every item has resamples, the
+    range of its place over them at the bootstrap's level, each resample placing the items on
+    their resampled values the same way: ``"2 (1–4)"``. An imprecise item's place varies from
+    resample to resample, so its range is wide, where a verdict on pairs ("not resolved from the
+    next") would place it as high as a precise one. Without resamples for every item, the place
+    alone."""
+    if not items:
+        return {}
+    names = [str(name) for name, _, _ in items]
+    estimates = np.array([float(e) for _, e, _ in items])
+    places = 1 + (estimates[None, :] > estimates[:, None]).sum(axis=1)
+    shared = np.bincount(places)
+    text = {name: f"{p}=" if shared[p] > 1 else str(p)
+            for name, p in zip(names, places, strict=True)}
+    resamples = [r for _, _, r in items]
+    if any(r is None for r in resamples):
+        return text
+    values = np.stack([np.asarray(r, dtype=float) for r in resamples], axis=1)  # R × items
+    higher = (values[:, None, :] > values[:, :, None]).sum(axis=2)  # per item: how many above
+    lo, hi = boot.bounds(np.where(np.isnan(values), np.nan, 1.0 + higher))
+    return {name: f"{text[name]} ({_span(lo[j], hi[j])})" for j, name in enumerate(names)}
+
+
+def _span(lo: float, hi: float) -> str:
+    if np.isnan(lo) or np.isnan(hi):
+        return "range undefined"
+    return f"{int(lo)}–{int(hi)}"
 
 
 def _family_items(group: pd.DataFrame, fams: dict[tuple[Any, ...], dict[str, np.ndarray]]
@@ -515,12 +528,12 @@ def comparisons(
     return pairwise(items, boot, attacked)  # type: ignore[arg-type]
 
 
-def tied_ranks(
+def family_ranks(
     group: pd.DataFrame, fams: dict[tuple[Any, ...], dict[str, np.ndarray]], boot: Bootstrap
 ) -> dict[Any, str]:
-    """Rank of each family in one comparison group by mean DES (:func:`ranks_with_ties`);
-    families without a mean DES get no rank."""
-    out = ranks_with_ties(_family_items(group, fams), boot)
+    """Rank of each family in one comparison group by mean DES, with its range over the
+    resamples (:func:`rank_ranges`); families without a mean DES get no rank."""
+    out = rank_ranges(_family_items(group, fams), boot)
     return {d: out.get(d, "") for d in group["defense"]}
 
 
@@ -529,10 +542,11 @@ def resolution_sentence(
     n_images: int | None,
 ) -> str:
     """Which orderings of mean DES one comparison group resolves at the interval's level, and
-    for each one it does not, roughly how many attacked images would (:func:`images_to_resolve`:
-    only the attacked images' share of the error shrinks with more of them; the clean-image
-    error in Δt stays), or that none would. Training-seed variation is not in these intervals
-    unless the lines pool several seeds."""
+    for each one it does not, a projection of the attacked images at which it would be
+    resolved about half the time (:func:`images_to_resolve`: only the attacked images' share
+    of the error shrinks with more of them; the clean-image error in Δt stays), or that no
+    number would. Training-seed variation is not in these intervals unless the lines pool
+    several seeds."""
     pairs = comparisons(group, fams, boot)
     if not pairs:
         ranked = int(group["mean_des"].notna().sum())
@@ -561,7 +575,7 @@ def _unresolved(c: Comparison, n_images: int | None) -> str:
         text += ("; more attacked images alone would not resolve it: Δt's clean-image error "
                  "is wider than the difference")
     elif need is not None:
-        text += f"; about {need:,} attacked images would resolve it"
+        text += f"; projection: about {need:,} attacked images, even odds of resolving it"
     return text + ")"
 
 
@@ -572,7 +586,9 @@ NEVER = -1
 def images_to_resolve(c: Comparison, n_images: int | None) -> int | None:
     """Attacked images at which the interval's half-width would fall below the difference;
     ``None`` when it cannot be said (no difference, an unbounded interval), :data:`NEVER` when
-    no number would do.
+    no number would do. A projection, not a promise: the difference estimated at the larger
+    number is as likely to come out smaller as larger, so at that number its interval excludes
+    0 about half the time (about 50 % power).
 
     The half-width is the distance from the estimate to the bound on zero's side (intervals of
     DES are skewed). Only the attacked images' share of it scales as 1/√n. With the interval

@@ -52,7 +52,7 @@ from hrsbench.report.stats import (
     Replicates,
     attacked_images,
     counts_of,
-    ranks_with_ties,
+    rank_ranges,
     resampled_ratios,
 )
 
@@ -69,6 +69,7 @@ COLUMNS = (
     "worst_defense_rate_hi", "whitebox_defense_rate", "whitebox_defense_rate_lo",
     "whitebox_defense_rate_hi", "adaptive_des", "adaptive_des_lo", "adaptive_des_hi",
     "whitebox_des", "whitebox_des_lo", "whitebox_des_hi", "strongest", "des_note", "rank",
+    "saturated",
 )
 #: Columns a pooled table adds (:func:`worst_case` with ``pool``), as pooled lines do.
 SEED_COLUMNS = ("n_seeds", "seed", "clean_accuracy_seed_min", "clean_accuracy_seed_max")
@@ -532,20 +533,31 @@ def _most_frequent(values: list[str]) -> str:
 
 def _rank(rows: list[dict[str, Any]], keys: list[tuple[Hashable, ...]],
           boot: Bootstrap | None) -> None:
-    """Rank the models of each budget by adaptive DES, with ties where the interval of two
-    models' difference (paired on the same images) contains 0."""
+    """Rank the models of each budget by adaptive DES, each rank with its range over the
+    resamples (:func:`~hrsbench.report.stats.rank_ranges`); a saturated budget
+    (:func:`saturated`) ranks nobody."""
     budgets: dict[tuple[Any, ...], list[int]] = {}
-    resisted: dict[tuple[Any, ...], bool] = {}  # every model, the base included, at 100 %
-    for i, (key, row) in enumerate(zip(keys, rows, strict=True)):
-        rate = row["worst_defense_rate"]
-        resisted[key[1:]] = resisted.get(key[1:], True) and rate is not None and rate >= 1.0
-        if row["adaptive_des"] is not None:
-            budgets.setdefault(key[1:], []).append(i)
-    for budget, members in budgets.items():
-        if resisted[budget]:
-            continue  # the attacks break nothing: a DES of 0 for all ranks nobody
-        items = [(str(i), float(rows[i]["adaptive_des"]), rows[i].get("_adaptive_des_reps"))
-                 for i in members]
-        ranked = ranks_with_ties(items, boot or Bootstrap())
+    for i, key in enumerate(keys):
+        budgets.setdefault(key[1:], []).append(i)
+    for members in budgets.values():
+        rates = [rows[i]["worst_defense_rate"] for i in members]
+        full = saturated(rates)
         for i in members:
-            rows[i]["rank"] = ranked[str(i)]
+            rows[i]["saturated"] = full
+        if full:
+            continue
+        items = [(str(i), float(rows[i]["adaptive_des"]), rows[i].get("_adaptive_des_reps"))
+                 for i in members if rows[i]["adaptive_des"] is not None]
+        ranked = rank_ranges(items, boot or Bootstrap())
+        for i in members:
+            rows[i]["rank"] = ranked.get(str(i))
+
+
+def saturated(rates: list[Any]) -> bool:
+    """Whether defense rates (of every model in a budget, the base included, or of every line
+    in a table) all sit at 0 % or all at 100 %: every attacked example broken, or none. Every
+    DES there is 0 in every resample, and a ranking would only order equal numbers."""
+    known = [float(r) for r in rates if not missing(r)]
+    if not known or len(known) < len(rates):
+        return False
+    return all(r <= 0.0 for r in known) or all(r >= 1.0 for r in known)
