@@ -164,3 +164,66 @@ def test_a_cell_attacked_on_several_image_sets_is_read_from_the_largest():
     assert most_images(rows)["defense_rate"].tolist() == [0.5, 0.6]
     assert most_images(rows.iloc[:1])["n_test"].tolist() == [10]
     assert most_images(rows.drop(columns="n_test")).equals(rows.drop(columns="n_test"))
+
+
+PROTOCOL = """
+[protocol]
+epochs = 40
+eps_convention = "ε in pixels of 0–255"
+optimiser = { pgd = "pgd-adam" }
+[protocol.sweeps]
+dropout = { test_rate = [0.1, 0.9] }
+"""
+
+
+def test_a_row_made_otherwise_than_the_paper_is_not_comparable(results: Path,
+                                                              tmp_path: Path) -> None:
+    """Lines trained 5 epochs against a paper's 40: every row says "not comparable", names what
+    differs, and claims nothing about the paper's value and our interval."""
+    ref = tmp_path / "ref.toml"
+    ref.write_text(PROTOCOL + REFERENCE)
+    assert load_reference(ref).protocol.epochs == 40
+    text = write_leaderboard([results], tmp_path / "lb.md", reference=ref)[0].read_text()
+    rows = [r for r in text.splitlines() if r.startswith("| Table ") and "not run" not in r]
+    assert len(rows) == 4
+    for row in rows:
+        assert "| not comparable | differs: epochs (paper 40, ours 5)" in row
+        assert "interval" not in row
+    clean = next(r for r in rows if r.startswith("| Table A |"))
+    assert "ε convention" not in clean and "optimiser" not in clean  # no threat there
+    des = next(r for r in rows if r.startswith("| Table C |"))
+    assert "ε convention (ε in pixels of 0–255)" in des
+    assert "optimiser (the paper's pgd steps as pgd-adam does; ours ran pgd)" in des
+    assert "sweep (test_rate from 0.1 to 0.9 in the paper, from 0.1 to 0.3 here)" in des
+    assert des.endswith("; setting assumed |")  # the entry's own note stays
+
+
+def test_only_a_comparable_row_with_a_bounded_interval_gets_a_verdict(tmp_path: Path) -> None:
+    from hrsbench.report.reference import Entry, Protocol, differences
+
+    lines = pd.DataFrame({"epochs": [40, 40], "attack": ["pgd-adam"] * 2,
+                          "params": [{"test_rate": 0.1}, {"test_rate": 0.9}]})
+    protocol = Protocol(epochs=40, optimiser={"pgd": "pgd-adam"},
+                        sweeps={"dropout": {"test_rate": [0.1, 0.9]}})
+    des = Entry("mean_des", 2.0, defense="dropout", attack="pgd")
+    assert differences(des, protocol, lines) == []
+    assert differences(Entry("mean_des", 2.0, defense="dropout", attack="pgd",
+                             assumed="the white-box setting"), protocol, lines) == [
+        "assumed the white-box setting"]
+    assert differences(des, Protocol(epochs=20), lines) == ["epochs (paper 20, ours 40)"]
+    # an unbounded interval: no verdict either way
+    from hrsbench.report import reference
+
+    scored = pd.DataFrame([{"defense": "hrs", "params": {}, "attack": "pgd",
+                            "attack_strength": 0.1, "setting": "whitebox", "n_test": 10,
+                            "via_whitebox": False, "epochs": 40, "des": 1.0,
+                            "des_note": None, "attack_params": {}}])
+    summary = pd.DataFrame([{"defense": "hrs", "attack": "pgd", "attack_strength": 0.1,
+                             "setting": "whitebox", "attack_params_key": "{}", "n_test": 10,
+                             "mean_des": 12.0, "mean_des_lo": 10.8,
+                             "mean_des_hi": float("inf")}])
+    entry = Entry("mean_des", 35.43, defense="hrs", attack="pgd", attack_strength=0.1,
+                  setting="whitebox")
+    row = reference._row(entry, Protocol(epochs=40), scored, summary, rate=False)
+    assert row[3] == "12 [10.8, ∞]" and row[4] == "-23.43"
+    assert row[5] == "our interval is unbounded: no verdict"

@@ -6,9 +6,22 @@ attack, ε, setting), so the leaderboard can look up the measured value for ever
 and print both, with the difference. Entries that nothing in the results matches say so rather
 than vanish: a missing cell is a finding too.
 
+A value is only comparable with ours where it was made the same way. The file's ``protocol``
+says how the paper made its numbers; a row whose lines were made otherwise (fewer epochs, another
+optimiser, a narrower sweep), whose ε the paper counts differently, or that rests on an
+assumption (an unnamed setting) is "not comparable" and names what differs, and only the other
+rows say whether the paper's value lies inside our interval.
+
 Format (every table optional; ``params`` and ``attack_params`` match as subsets)::
 
     title = "Wang et al., IJCAI 2019"
+
+    [protocol]                     # how the paper made its numbers
+    epochs = 40                    # training epochs (our lines' ``epochs``)
+    eps_convention = "…"           # how its ε differs from ours, where it does
+    optimiser = { pgd = "pgd-adam" }   # attack → the plugin that steps as the paper did
+    [protocol.sweeps]              # per family, the ends of its strength sweep (mean DES)
+    dropout = { test_rate = [0.1, 0.9] }
 
     [[entries]]
     metric = "clean_accuracy"      # or attack_success_rate, defense_rate, mean_des, grad_std
@@ -18,12 +31,14 @@ Format (every table optional; ``params`` and ``attack_params`` match as subsets)
     paper = 0.9898                 # fractions for rates, like every rate in hrsbench
     # attack, attack_strength, setting, attack_params: the threat, for all but clean_accuracy;
     # leaving one out averages over it (Table 1's "mean defense rate over PGD strengths")
+    # assumed = "…"                # what the lookup had to assume (the paper is silent)
     # note = "…"                   # a caveat printed with the row
 """
 
 from __future__ import annotations
 
 import json
+import math
 import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
@@ -54,6 +69,9 @@ class Entry:
     attack_strength: float | None = None
     setting: str | None = None
     attack_params: dict[str, Any] = field(default_factory=dict)
+    #: What matching this value with our lines had to assume (the paper's silence on a
+    #: setting, say): the row is then not comparable.
+    assumed: str = ""
     note: str = ""
 
     def label(self) -> str:
@@ -69,9 +87,25 @@ class Entry:
 
 
 @dataclass(frozen=True)
+class Protocol:
+    """How the paper made its numbers, for what our lines can do otherwise."""
+
+    #: Training epochs of every model; compared with the lines' ``epochs``.
+    epochs: int | None = None
+    #: How the paper's ε differs from ours (our lines cannot show it); every row with a threat.
+    eps_convention: str = ""
+    #: Per attack, the plugin that steps as the paper's did; a line of another plugin differs.
+    optimiser: dict[str, str] = field(default_factory=dict)
+    #: Per family, per parameter, the ends of the paper's strength sweep: a family's mean DES
+    #: over other ends averages other defenses.
+    sweeps: dict[str, dict[str, list[Any]]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Reference:
     title: str
     entries: list[Entry]
+    protocol: Protocol = field(default_factory=Protocol)
 
 
 def builtin_references() -> list[str]:
@@ -99,9 +133,15 @@ def load_reference(path: str | Path) -> Reference:
         data = tomllib.loads(_reference_text(path))
     except tomllib.TOMLDecodeError as e:
         raise HrsbenchError(f"{path}: not valid TOML ({e})") from None
-    unknown = set(data) - {"title", "entries"}
+    unknown = set(data) - {"title", "entries", "protocol"}
     if unknown:
-        raise HrsbenchError(f"{path}: unknown key(s) {sorted(unknown)}; use title, entries")
+        raise HrsbenchError(f"{path}: unknown key(s) {sorted(unknown)}; use title, protocol, "
+                            "entries")
+    protocol = data.get("protocol", {})
+    bad = set(protocol) - set(Protocol.__dataclass_fields__)
+    if bad:
+        raise HrsbenchError(f"{path}: protocol has unknown key(s) {sorted(bad)}; valid: "
+                            f"{', '.join(Protocol.__dataclass_fields__)}")
     keys = set(Entry.__dataclass_fields__)
     entries = []
     for i, raw in enumerate(data.get("entries", []), start=1):
@@ -115,7 +155,7 @@ def load_reference(path: str | Path) -> Reference:
         if "paper" not in raw:
             raise HrsbenchError(f"{path}: entry {i} lacks the paper's value (key 'paper')")
         entries.append(Entry(**raw))
-    return Reference(str(data.get("title", path.stem)), entries)
+    return Reference(str(data.get("title", path.stem)), entries, Protocol(**protocol))
 
 
 def _subset(want: dict[str, Any], have: Any) -> bool:
@@ -195,8 +235,56 @@ def why_missing(e: Entry, scored: pd.DataFrame, summary: pd.DataFrame) -> str:
     return "no DES: Δt + η ≤ 0" if "Δt + η ≤ 0" in notes else "no DES"
 
 
+def measured_lines(e: Entry, scored: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
+    """The lines our value for ``e`` rests on: a family's points under the threat for a mean
+    DES, else the matching lines."""
+    if e.metric != "mean_des":
+        return matching(e, scored, summary)
+    lines = scored[(scored["defense"] == e.defense) & _threat_mask(e, scored)
+                   & (scored["attack"] != "none") & ~scored["via_whitebox"].astype(bool)]
+    return most_images(lines)
+
+
+def differences(e: Entry, protocol: Protocol, lines: pd.DataFrame) -> list[str]:
+    """What makes our value for ``e``, measured on ``lines``, not comparable with the paper's:
+    each difference named, with both sides where the lines show ours."""
+    out = []
+    epochs = sorted({int(v) for v in lines.get("epochs", []) if isnum(v)})
+    if protocol.epochs is not None and epochs and epochs != [protocol.epochs]:
+        out.append(f"epochs (paper {protocol.epochs}, ours {', '.join(map(str, epochs))})")
+    if e.metric != "clean_accuracy" and protocol.eps_convention:
+        out.append(f"ε convention ({protocol.eps_convention})")
+    paper_attack = protocol.optimiser.get(e.attack or "")
+    ours = sorted({str(a) for a in lines.get("attack", [])})
+    if paper_attack and ours and ours != [paper_attack]:
+        out.append(f"optimiser (the paper's {e.attack} steps as {paper_attack} does; ours ran "
+                   f"{', '.join(ours)})")
+    if e.metric == "mean_des":
+        out += _sweep_differences(protocol.sweeps.get(e.defense, {}), lines)
+    if e.assumed:
+        out.append(f"assumed {e.assumed}")
+    return out
+
+
+def _sweep_differences(sweep: dict[str, list[Any]], lines: pd.DataFrame) -> list[str]:
+    """Where a family's points span other ends of a parameter than the paper's sweep."""
+    out = []
+    for name, (lo, hi) in sorted(sweep.items()):
+        values = [p[name] for p in lines.get("params", []) if isinstance(p, dict) and name in p]
+        if not values:
+            continue
+        ends = (min(values), max(values))
+        if ends != (lo, hi):
+            out.append(f"sweep ({name} from {value(lo)} to {value(hi)} in the paper, from "
+                       f"{value(ends[0])} to {value(ends[1])} here)")
+    return out
+
+
 def _fmt(value: float | None, rate: bool) -> str:
-    """Rates as the leaderboard prints them; other metrics (DES, deviations) to 4 digits."""
+    """Rates as the leaderboard prints them; other metrics (DES, deviations) to 4 digits; an
+    unbounded interval's end as ∞."""
+    if isnum(value) and math.isinf(value):
+        return "∞" if value > 0 else "−∞"
     if rate or not isnum(value):
         return pct(value)
     return f"{value:.4g}"
@@ -207,34 +295,45 @@ def reference_markdown(ref: Reference, scored: pd.DataFrame, summary: pd.DataFra
     out = ["", f"## Against the paper: {ref.title}", "",
            "Each row is a value the paper reports and ours for the same cell (mean over "
            "matching lines; of a cell attacked on several image sets, the largest set's); "
-           "differences are ours minus the paper's, in percentage points for "
-           "rates; brackets are our 95 % interval where the lines carry per-example outcomes. "
-           "\"not run\" marks a cell this leaderboard's results do not contain, \"no DES: "
-           "Δt + η ≤ 0\" a family attacked there whose every point is at least η more accurate "
-           "than the base."]
+           "differences are ours minus the paper's, in percentage points for rates; brackets "
+           "are our 95 % interval where the lines carry per-example outcomes, which covers the "
+           "sampling of images and prediction draws only (not training seeds). A row whose "
+           "lines were made otherwise than the paper's (epochs, ε convention, optimiser, "
+           "sweep) or that rests on an assumption reads \"not comparable\" and names what "
+           "differs; only the other rows say whether the paper's value lies inside our "
+           "interval, and only where it is bounded. \"not run\" marks a cell this "
+           "leaderboard's results do not contain, \"no DES: Δt + η ≤ 0\" a family attacked "
+           "there whose every point is at least η more accurate than the base."]
     for metric, rate in METRICS.items():
         entries = [e for e in ref.entries if e.metric == metric]
         if not entries:
             continue
-        rows = [_row(e, scored, summary, rate) for e in entries]
+        rows = [_row(e, ref.protocol, scored, summary, rate) for e in entries]
         out += ["", f"### {metric.replace('_', ' ')}", ""]
         out += markdown_table(["source", "cell", "paper", "hrsbench", "difference", "note"], rows)
     return out
 
 
-def _row(e: Entry, scored: pd.DataFrame, summary: pd.DataFrame, rate: bool) -> list[str]:
+def _row(e: Entry, protocol: Protocol, scored: pd.DataFrame, summary: pd.DataFrame,
+         rate: bool) -> list[str]:
     ours = measured(e, scored, summary)
     if ours is None:
         return [e.source, e.label(), _fmt(e.paper, rate), "—", why_missing(e, scored, summary),
                 e.note]
     d = ours - e.paper
     diff = f"{100 * d:+.2f} pp" if rate else f"{d:+.4g}"
-    text, note = _fmt(ours, rate), e.note
+    text, verdict = _fmt(ours, rate), ""
     found = measured_interval(e, scored, summary)
     if found is not None:
         lo, hi = found
         text += f" [{_fmt(lo, rate)}, {_fmt(hi, rate)}]"
-        inside = "paper's value inside our 95 % interval" if lo <= e.paper <= hi else \
-            "paper's value outside our 95 % interval"
-        note = "; ".join(filter(None, [inside, note]))
-    return [e.source, e.label(), _fmt(e.paper, rate), text, diff, note]
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            verdict = "our interval is unbounded: no verdict"
+        else:
+            verdict = ("paper's value inside our 95 % interval" if lo <= e.paper <= hi else
+                       "paper's value outside our 95 % interval")
+    differs = differences(e, protocol, measured_lines(e, scored, summary))
+    if differs:
+        diff, verdict = "not comparable", "differs: " + "; ".join(differs)
+    return [e.source, e.label(), _fmt(e.paper, rate), text, diff,
+            "; ".join(filter(None, [verdict, e.note]))]
