@@ -86,32 +86,24 @@ def test_des_score_offsets_by_eta() -> None:
 
 
 def test_des_is_zero_where_the_defense_gains_nothing() -> None:
-    """Δd = 0 gives DES 0 whatever Δt + η, for one score and for resamples alike; ±∞ only
-    where Δd ≠ 0 and Δt + η ≤ 0."""
+    """Δd = 0 gives DES 0 whatever Δt + η; ±∞ only where Δd ≠ 0 and Δt + η ≤ 0. A point
+    estimate with Δt + η ≤ 0 still has no DES: its 0 would be the accident of Δd."""
     import numpy as np
 
     from hrsbench.report.behaviour import des_values
 
-    assert des_score(0.0, -0.005) == 0.0
-    assert des_score(0.0, -0.002) == 0.0 and des_score(0.0, 0.01) == 0.0
+    assert des_score(0.0, 0.01) == 0.0 and des_score(0.0, -0.001) == 0.0
+    assert des_score(0.0, -0.005) is None
     out = des_values(np.array([0.0, 0.0, 0.1, -0.1, 0.1, np.nan]),
                      np.array([-0.01, 0.01, -0.01, -0.01, 0.01, 0.01]))
     assert out[:5].tolist() == [0.0, 0.0, np.inf, -np.inf, pytest.approx(0.1 / 0.012)]
     assert np.isnan(out[5])
-    # a line as accurate as the base by more than η, defending exactly as the base: DES 0
-    scored = attach_des(pd.DataFrame([
-        line("base", {}, 0.98, "none"), line("base", {}, 0.98, asr=0.5),
-        line("dropout", {"test_rate": 0.1}, 0.99, "none"),
-        line("dropout", {"test_rate": 0.1}, 0.99, asr=0.5),
-    ]))
-    row = scored[(scored["defense"] == "dropout") & (scored["attack"] == "pgd")].iloc[0]
-    assert row["des"] == 0.0 and pd.isna(row["des_note"])
 
 
 def test_resampled_des_is_zero_where_each_resample_gains_nothing() -> None:
-    """Base and defense break the same examples; the defense is more accurate than the base by
-    about η, so many resamples put Δt + η ≤ 0: with Δd = 0 in every resample, every resampled
-    DES is 0, and the interval is [0, 0], not unbounded."""
+    """Base and defense break the same examples; the defense is about as accurate as the base,
+    so some resamples put Δt + η ≤ 0: with Δd = 0 in every resample, every resampled DES is 0
+    and the interval [0, 0], not unbounded."""
     import numpy as np
 
     from hrsbench.report.stats import Bootstrap, line_replicates, with_intervals
@@ -120,19 +112,23 @@ def test_resampled_des_is_zero_where_each_resample_gains_nothing() -> None:
 
     rng = np.random.default_rng(4)
     wins = rng.binomial(4, 0.5, 20 * 9)
+    base = rng.binomial(4, 0.97, 300)
+    noise = base.copy()
+    noise[:12] = rng.binomial(4, 0.97, 12)  # a few images classified differently
+    noise[0] = base[0] - 1  # and one draw fewer correct: Δt = 1/1200, Δt + η > 0
     rows = []
-    for defense, correct in (("base", rng.binomial(4, 0.97, 300)),
-                             ("noise", rng.binomial(4, 0.975, 300))):
+    for defense, correct in (("base", base), ("noise", noise)):
         clean = clean_line(defense, {}, correct)
         rows += [clean, attack_line(defense, {}, clean["clean_accuracy"], wins, wins // 2,
                                     n_images=20, stochastic=False)]
     scored = attach_des(pd.DataFrame(rows))
     reps = line_replicates(scored, Bootstrap(replicates=400))
+    line = with_intervals(scored, reps).iloc[3]
+    assert line["delta_t"] + 0.002 > 0 and line["delta_d"] == 0
     assert (reps.values["delta_t"][:, 3] + 0.002 <= 0).any()
-    out = with_intervals(scored, reps).iloc[3]
-    assert (out["des"], out["des_lo"], out["des_hi"]) == (0.0, 0.0, 0.0)
-    noise = worst_case(scored, reps).set_index("defense").loc["noise"]
-    assert (noise["adaptive_des"], noise["adaptive_des_lo"], noise["adaptive_des_hi"]) == (
+    assert (line["des"], line["des_lo"], line["des_hi"]) == (0.0, 0.0, 0.0)
+    noisy = worst_case(scored, reps).set_index("defense").loc["noise"]
+    assert (noisy["adaptive_des"], noisy["adaptive_des_lo"], noisy["adaptive_des_hi"]) == (
         0.0, 0.0, 0.0)
 
 

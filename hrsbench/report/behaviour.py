@@ -4,7 +4,6 @@ without loading the reporting stack."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,7 +56,8 @@ def des_values(delta_d: Any, delta_t: Any, eta: float = ETA) -> Any:
     of DES every report computes it with (numbers or numpy arrays in, a float array out).
 
     - Δd = 0 gives 0, whatever the denominator: a defense that gains nothing scores nothing,
-      also where it costs no accuracy (a saturated budget, every model broken or none).
+      also in a resample where it costs no accuracy (a saturated budget, every model broken or
+      none, has Δd = 0 in every resample).
     - Δd ≠ 0 with Δt + η ≤ 0 gives ±∞ (the sign of Δd): the ratio would flip sign or divide by
       zero, and a resample there makes the interval unbounded on that side, which is the
       honest answer where Δt is within its noise of −η.
@@ -74,7 +74,9 @@ def des_values(delta_d: Any, delta_t: Any, eta: float = ETA) -> Any:
 
 
 def des_score(delta_d: float, delta_t: float, eta: float = ETA) -> float | None:
-    """One DES (:func:`des_values`); ``None`` where it is unbounded (Δd ≠ 0 and Δt + η ≤ 0: a
-    defense more accurate than the base by η or more), which a table reports as no DES."""
-    score = float(des_values(delta_d, delta_t, eta))
-    return None if math.isinf(score) else score
+    """A point estimate's DES (:func:`des_values`); ``None`` where ``Δt + η ≤ 0``: a defense
+    more accurate than the base by η or more gets no DES, whatever its Δd, since 0 or ±∞
+    there would rank it by the accident of Δd (the tables say "no DES: Δt + η ≤ 0")."""
+    if delta_t + eta <= 0:
+        return None
+    return float(des_values(delta_d, delta_t, eta))
