@@ -148,3 +148,21 @@ def test_merged_runs_on_different_image_sets_get_a_table_each(tmp_path):
         section = text[text.index(title):].split("\n### ")[0]
         assert "| strong | 2/2 |" in section and "| weak | 2/2 |" in section
         assert f"### Headline · mnist · ε=0.1 · targeted · {n} attacked images" in text
+
+
+def test_a_budget_the_base_resists_says_defenses_can_only_lose(tmp_path):
+    """The base resists everything, a defense loses a few pairs: ranked, but the table says
+    that DES can only be at most 0 there."""
+    pairs = 20 * 9
+    rng = np.random.default_rng(3)
+    rows = []
+    for defense, wins in (("base", np.zeros(pairs, dtype=int)),
+                          ("noise", rng.binomial(4, 0.05, pairs)),
+                          ("blur", rng.binomial(4, 0.02, pairs))):
+        clean = clean_line(defense, {}, rng.binomial(4, 0.95, 100))
+        rows += [clean, attack_line(defense, {}, clean["clean_accuracy"], wins, wins // 2,
+                                    n_images=20, stochastic=defense != "base")]
+    text = render(tmp_path, pd.DataFrame(rows))
+    head = text[text.index("### Headline"):text.index("## mnist")]
+    assert "`base` resists every attack at this budget (100 %)" in head
+    assert "Saturated" not in head and "(1–" in head

@@ -180,6 +180,10 @@ def _headline_table(report: Report, budget: pd.DataFrame, clean: dict[str, tuple
     out = [f"Without per-example outcomes, each model's {SINGLE_LINE.split(' (')[0]} stands "
            "in for the worst case, without intervals; ranks follow the estimates and say "
            "nothing about which differences are resolved.", ""] if all(single) else []
+    base = pd.to_numeric(budget.loc[budget["defense"] == report.base, "worst_defense_rate"])
+    if len(base) and bool((base >= 1.0).all()):
+        out += [f"`{report.base}` resists every attack at this budget (100 %): a defense can "
+                "only lose here, so every DES is at most 0 and the ranks order losses.", ""]
     pooled = "n_seeds" in budget.columns  # rows of several seeds show their spread
     seed_of = {r.get(MODEL): r.get("seed") for r in report.merged.records}
     several = not pooled and len({seed_of.get(m) for m in budget["model"]}) > 1
