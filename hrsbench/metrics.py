@@ -11,18 +11,24 @@ import torch
 from torch import nn
 
 from hrsbench.estimator import Classifier
-from hrsbench.training import predict_logits
 
 #: ``loss(logits, y, targets) -> per-example values``, as :meth:`hrsbench.Attack.loss`.
 Loss = Callable[[torch.Tensor, torch.Tensor, "torch.Tensor | None"], torch.Tensor]
 
 
+@torch.no_grad()
 def predictions(model: nn.Module, x: np.ndarray, repeats: int, batch_size: int = 512) -> np.ndarray:
-    """``repeats`` independent label predictions per input, shape (repeats, n)."""
-    xt = torch.from_numpy(x)
-    return np.stack(
-        [predict_logits(model, xt, batch_size).argmax(1).numpy() for _ in range(repeats)]
-    )
+    """``repeats`` independent label predictions per input, shape (repeats, n).
+
+    The inputs go to the model's device once and the labels come back once: ``repeats`` passes
+    over 10,000 test images would otherwise copy every batch to a GPU ``repeats`` times."""
+    model.eval()
+    device = next(model.parameters()).device
+    xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(device)
+    labels = [torch.cat([model(xt[i : i + batch_size]).argmax(1)
+                         for i in range(0, len(xt), batch_size)])
+              for _ in range(repeats)]
+    return torch.stack(labels).cpu().numpy()
 
 
 def accuracy(preds: np.ndarray, y: np.ndarray) -> tuple[float, float]:

@@ -323,7 +323,8 @@ class HRS(Defense):
             source: nn.Module = nn.Sequential(*lower)
             fit_on = trainer
             dropout = _trailing_dropout(lower) if lower else None
-            feats = _features(lower, trainer.x, trainer.device) if dropout is not None else None
+            x_train = trainer.resident()[0]
+            feats = _features(lower, x_train, trainer.device) if dropout is not None else None
             if feats is not None:
                 source = _CachedLower(feats, dropout)
                 fit_on = dataclasses.replace(trainer, x=torch.arange(len(trainer.x)))

@@ -214,17 +214,18 @@ def train_program(
         opt.load_state_dict(state["opt"])
         history = History(**state["history"])
         start = int(state["epoch"])
+    x, y = x.to(device), y.to(device)  # resident: batches are gathered on the device
     n, bs = len(x), schedule.batch_size
     steps = (n + bs - 1) // bs
     for epoch in range(start, schedule.epochs):
         began = time.perf_counter()
         gen = torch.Generator().manual_seed(schedule.seed * 1000 + epoch)
         torch.manual_seed(schedule.seed * 1000 + epoch)
-        order = torch.randperm(n, generator=gen)
+        order = torch.randperm(n, generator=gen).to(device)
         net.train()
         for step in range(steps):
             idx = order[step * bs : (step + 1) * bs]
-            xb, yb = x[idx].to(device), y[idx].to(device)
+            xb, yb = x[idx], y[idx]
             opt.zero_grad(set_to_none=True)
             F.cross_entropy(net(xb), yb).backward()
             opt.step()
