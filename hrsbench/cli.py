@@ -145,6 +145,11 @@ def run(
         int | None, typer.Option(help="CPU threads (and Ray CPUs) per task; default: torch's "
                                       "own count locally, 1 on Ray")
     ] = None,
+    gpus_per_task: Annotated[
+        float | None, typer.Option(help="With --executor ray and --device cuda: the share of "
+                                        "a GPU each task asks Ray for (0.25: four tasks per "
+                                        "GPU); default 1")
+    ] = None,
     dry_run: Annotated[
         bool, typer.Option(help="Print the models and cells to run with estimated costs, "
                                 "the critical path and wall times on 1, 8, 64 workers; run nothing")
@@ -165,7 +170,7 @@ def run(
     from hrsbench.locks import run_lock
     from hrsbench.runner import run as run_cells
 
-    runner = make_executor(executor, ray_address, threads_per_task, device)
+    runner = make_executor(executor, ray_address, threads_per_task, device, gpus_per_task)
     check_device(device, executor)
     reg = check_plan(cfg)
     if dry_run:
