@@ -79,16 +79,14 @@ _SEED_AT = 1 + BUDGET.index("seed")
 
 def cross_fit(successes: np.ndarray, picks: np.ndarray, repeats: int) -> np.ndarray:
     """Per example, the worst case's success frequency over the lines (rows of the K × n count
-    arrays), picked on one half of the draws and scored on the other, both ways round and
-    averaged (:func:`_score_of_pick`). The scoring draws take no part in the pick, so a noisy
-    pick can lower the estimate but never inflate it."""
-    half = repeats // 2
-    if half < 1:
+    arrays), picked on one half of the draws and scored on the other, both ways round
+    (:func:`_score_of_pick`); the two scores add up over all draws, each draw counted once, so
+    that one line, or lines that agree, get their own rate. The scoring draws take no part in
+    the pick, so a noisy pick can lower the estimate but never inflate it."""
+    if repeats // 2 < 1:
         raise ValueError("a cross-fitted worst case needs at least 2 prediction draws")
     rest = successes - picks
-    by_pick = _score_of_pick(picks, rest) / (repeats - half)
-    by_rest = _score_of_pick(rest, picks) / half
-    return (by_pick + by_rest) / 2
+    return (_score_of_pick(picks, rest) + _score_of_pick(rest, picks)) / repeats
 
 
 def _score_of_pick(choose: np.ndarray, score: np.ndarray) -> np.ndarray:
