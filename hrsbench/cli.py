@@ -171,10 +171,11 @@ def run(
     from hrsbench.runner import run as run_cells
 
     runner = make_executor(executor, ray_address, threads_per_task, device, gpus_per_task)
-    check_device(device, executor)
+    # a plan for a GPU run may be made on a machine without one
+    check_device(device, executor, present=not dry_run)
     reg = check_plan(cfg)
     if dry_run:
-        print_plan(cfg, reg, out, cache_dir, source)
+        print_plan(cfg, reg, out, cache_dir, source, device)
         return
     check_data(cfg, reg, data_dir)
     with run_lock(out, wait, on_wait=lambda who: print(f"waiting for {who}, which holds {out}",
@@ -193,7 +194,8 @@ def run(
                   soft_wrap=True)
 
 
-def print_plan(cfg: Any, reg: Any, out: Path, cache_dir: Path | None, source: str) -> None:
+def print_plan(cfg: Any, reg: Any, out: Path, cache_dir: Path | None, source: str,
+               device: str = "cpu") -> None:
     """``--dry-run``: the plan of the run, from the timings of OUT's results (hrsbench.plan)."""
     from hrsbench.cache import ModelCache
     from hrsbench.cells import expand
@@ -201,7 +203,7 @@ def print_plan(cfg: Any, reg: Any, out: Path, cache_dir: Path | None, source: st
 
     console.print(f"plan of {source} → {out} (estimates from {out / 'results.jsonl'})",
                   markup=False, soft_wrap=True)
-    for line in dry_run(expand(cfg, reg), out, ModelCache(cache_dir), reg):
+    for line in dry_run(expand(cfg, reg), out, ModelCache(cache_dir), reg, device):
         console.print(line, markup=False, soft_wrap=True, highlight=False)
 
 
@@ -211,14 +213,17 @@ def check_device_form(device: str) -> None:
         raise HrsbenchError(f"--device {device!r} is not a device; use cpu, cuda or cuda:N")
 
 
-def check_device(device: str, executor: str = "local") -> None:
+def check_device(device: str, executor: str = "local", present: bool = True) -> None:
     """``--device`` (its form already checked by :func:`check_device_form`) names a device this
     machine has, or one line saying what it has. On Ray the GPUs are the cluster's (Ray gives
-    each task one), so only the form is checked here."""
+    each task its share), and with ``present=False`` (a dry run, planned anywhere) nothing needs
+    to be there, so only the form is checked then."""
     if executor == "ray" and device.startswith("cuda"):
         if device != "cuda":
             raise HrsbenchError(f"--device {device}: on Ray, each task gets a GPU from Ray; "
                                 "use --device cuda")
+        return
+    if not present:
         return
     import torch
 

@@ -61,6 +61,9 @@ class Dataset(ABC):
     arch: ClassVar[Arch]
     files: ClassVar[tuple[DataFile, ...]]
     downloads: ClassVar[tuple[Download, ...]] = ()
+    #: Examples in the training split, when known without reading it: cost estimates for a
+    #: device without recorded timings use it (``hrsbench run --dry-run --device cuda``).
+    train_size: ClassVar[int | None] = None
 
     @abstractmethod
     def read(self, root: Path, split: str) -> tuple[np.ndarray, np.ndarray]:

@@ -363,6 +363,89 @@ def _line_cell(line: dict[str, Any], plugins: Any) -> Cell | None:
         return None
 
 
+# ---------------------------------------------------------------- a GPU's measured rates
+
+
+#: Environment variable naming a ``gpu_check`` summary to estimate GPU runs from; without it,
+#: the summary shipped with hrsbench (``hrsbench/costs/gpu_check.json``) is used.
+GPU_CHECK_ENV = "HRSBENCH_GPU_CHECK"
+#: Images per attack batch in the summary's attack rate: a GPU step of a Table A1 model costs
+#: about the same for any batch up to this size (launch-bound), so cells pay per batch-step.
+_RATE_BATCH = 256
+#: Seconds a cell costs besides its attack steps on a GPU (classifier set-up, predictions,
+#: gradient deviation), from the quick preset on an H200 (26 attack cells in 5.0 s).
+_CELL_OVERHEAD_S = 0.15
+
+
+@dataclass(frozen=True)
+class DeviceRates:
+    """A device's measured throughput, from a ``benchmarks/gpu_check.py`` summary: training
+    images per second and attack image-steps per second of each dataset's base model. A GPU run's
+    recorded CPU timings say nothing about it, so its plan is estimated from these instead."""
+
+    source: str
+    train: dict[str, float]
+    attack: dict[str, float]
+
+    @classmethod
+    def read(cls, path: Path) -> DeviceRates:
+        import json
+
+        summary = json.loads(Path(path).read_text())
+        env = summary["stages"]["environment"]
+        rates = summary["stages"]["throughput"]
+        device = env.get("gpu") or summary.get("device", "?")
+        day = str(summary.get("started_at", ""))[:10]
+        return cls(f"gpu_check on {device}, {day}",
+                   {d: float(r["train_images_per_s"]) for d, r in rates.items()
+                    if isinstance(r, dict)},
+                   {d: float(r["attack_image_steps_per_s"]) for d, r in rates.items()
+                    if isinstance(r, dict)})
+
+    def train_cost(self, c: Cell, pieces: int, plugins: Any) -> float | None:
+        """Seconds to train ``pieces`` networks of ``c``'s size for its epochs (an HRS channel
+        trains a whole network: its own block with fresh single channels above it)."""
+        rate = self.train.get(c.dataset)
+        n = c.n_train or getattr(plugins.get("dataset", c.dataset), "train_size", None)
+        if not rate or not n:
+            return None
+        return pieces * max(c.epochs, 1) * n / rate
+
+    def cell_cost(self, c: Cell) -> float | None:
+        """Seconds of a cell: batch-steps × gradient samples per step at the measured rate."""
+        rate = self.attack.get(c.dataset)
+        if c.attack == "none":
+            return 0.0
+        if not rate:
+            return None
+        p = c.attack_params
+        steps = int(p.get("max_iter", 1)) * int(p.get("binary_search_steps", 1))
+        samples = int(p.get("eot_samples") or (c.eot_samples if c.setting == "eot" else 1))
+        examples = c.n_test * (9 if c.targeted else 1)
+        batches = -(-examples // _RATE_BATCH)
+        return _CELL_OVERHEAD_S + batches * steps * samples * _RATE_BATCH / rate
+
+
+def device_rates(device: str) -> tuple[DeviceRates | None, str]:
+    """The measured rates a plan on ``device`` estimates from, and a line saying where they come
+    from; ``None`` on a CPU (its estimates are recorded timings) or when no summary is found."""
+    if not device.startswith("cuda"):
+        return None, ""
+    import os
+    from importlib import resources
+
+    named = os.environ.get(GPU_CHECK_ENV)
+    path = Path(named) if named else Path(str(resources.files("hrsbench") / "costs" /
+                                              "gpu_check.json"))
+    if not path.is_file():
+        return None, (f"no gpu_check summary at {path} (run benchmarks/gpu_check.py on a GPU and "
+                      f"set {GPU_CHECK_ENV} to its summary.json): the estimates below are the "
+                      "recorded timings in OUT, from whichever device ran them")
+    rates = DeviceRates.read(path)
+    return rates, (f"GPU estimates from {rates.source} ({path.name}): training and attack "
+                   "steps at its measured rates")
+
+
 # ---------------------------------------------------------------- the plan
 
 
@@ -474,26 +557,32 @@ def makespan(tasks: Sequence[Task], workers: int) -> float:
 
 
 def build_plan(cells: Sequence[Cell], done: set[str], cache: ModelCache, plugins: Any,
-               history: History) -> Plan:
-    """Models (cached or not) and cells (done or not) of a run, with estimated costs."""
+               history: History, device: DeviceRates | None = None) -> Plan:
+    """Models (cached or not) and cells (done or not) of a run, with estimated costs: from
+    ``device``'s measured rates when given, else from the recorded timings in ``history``."""
     schedule = scheduled_pieces(cells, plugins, cache)
     pieces, parallel, after = schedule.pieces, schedule.parallel, schedule.after
     new = new_pieces(pieces)
-    rates = training_rates(history, plugins)
+    rates = training_rates(history, plugins) if device is None else {}
     firsts: dict[str, Cell] = {}
     for c in cells:
         firsts.setdefault(c.model_key, c)
-    tasks = [_piece_task(p, firsts[p.model], pieces[p.model][p.key], cache, plugins, rates)
+    tasks = [_piece_task(p, firsts[p.model], pieces[p.model][p.key], cache, plugins, rates,
+                         device)
              for p in schedule.tasks]
     for key, c in firsts.items():
         if key in parallel:
             cost, basis = 0.0, "assembled from its piece tasks"
+        elif device is not None:
+            n = sum(new[key].values())
+            cost, basis = (device.train_cost(c, n, plugins), "GPU rate") if n else (
+                0.0, "reuses earlier models")
         else:
             cost, basis = _model_cost(c, new[key], history, rates)
         tasks.append(Task(key, "model", model_label(c, plugins), cache.path(key).exists(),
                           cost, basis, after[key]))
     for c in cells:
-        cost, basis = history.cell_cost(c)
+        cost, basis = (device.cell_cost(c), "GPU rate") if device else history.cell_cost(c)
         task = Task(c.key, "cell", f"{model_label(c, plugins)} · {cell_label(c)}", c.key in done,
                     cost, basis, (c.model_key,))
         if task.done and c.attack != "none":
@@ -504,10 +593,13 @@ def build_plan(cells: Sequence[Cell], done: set[str], cache: ModelCache, plugins
 
 
 def _piece_task(p: Piece, c: Cell, shape: str, cache: ModelCache, plugins: Any,
-                rates: dict[tuple[str, str | None], Rates]) -> Task:
+                rates: dict[tuple[str, str | None], Rates],
+                device: DeviceRates | None = None) -> Task:
     rate = rates.get((c.dataset, c.defense))
     cost = None if rate is None else rate.cost(Counter([shape]), max(c.epochs, 1))
     basis = "no timing" if rate is None else "per epoch and piece"
+    if device is not None:
+        cost, basis = device.train_cost(c, 1, plugins), "GPU rate"
     return Task(PIECE + p.key, "piece", f"{model_label(c, plugins)} · {p.label}",
                 cache.path(p.key).exists(), cost, basis, p.after)
 
@@ -621,9 +713,13 @@ def _short(chain: list[str]) -> list[str]:
     return chain if len(chain) <= 6 else [*chain[:3], f"… {len(chain) - 5} more …", *chain[-2:]]
 
 
-def dry_run(cells: Sequence[Cell], out: Path, cache: ModelCache, plugins: Any) -> list[str]:
-    """The plan of a run into ``out`` as text lines, from the timings in ``out``'s results."""
+def dry_run(cells: Sequence[Cell], out: Path, cache: ModelCache, plugins: Any,
+            device: str = "cpu") -> list[str]:
+    """The plan of a run into ``out`` as text lines, from the timings in ``out``'s results, or
+    on a GPU from a ``gpu_check`` summary's measured rates (saying which, or that none exists)."""
     rows = read_history([Path(out) / "results.jsonl"])
     done = {r["cell_key"] for r in rows}
     history = History(rows)
-    return render(build_plan(cells, done, cache, plugins, history))
+    rates, source = device_rates(device)
+    plan = render(build_plan(cells, done, cache, plugins, history, rates))
+    return [source, *plan] if source else plan

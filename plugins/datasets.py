@@ -33,6 +33,7 @@ def _read_idx(path: Path) -> np.ndarray:
 
 class MNIST(Dataset):
     name = "mnist"
+    train_size = 60000
     arch = Arch(in_channels=1, image_size=28, conv=(32, 32, 64, 64), fc=(200, 200),
                 train_dropout=0.3)
     files = tuple(DataFile(f"mnist/{k}", v) for k, v in MNIST_FILES.items())
@@ -62,6 +63,7 @@ CIFAR_FILES = {
 
 class CIFAR10(Dataset):
     name = "cifar10"
+    train_size = 50000
     arch = Arch(in_channels=3, image_size=32, conv=(64, 64, 128, 128), fc=(256, 256),
                 train_dropout=0.7)
     files = tuple(DataFile(f"{CIFAR_DIR}/{k}", v) for k, v in CIFAR_FILES.items())

@@ -186,3 +186,53 @@ def test_plan_and_run_schedule_the_same_piece_tasks(tmp_path):
         cache.path(key).parent.mkdir(parents=True, exist_ok=True)
         cache.path(key).touch()
     assert scheduled_pieces(cells, reg, cache).tasks == [] and pieces_to_train() == []
+
+
+GPU_SUMMARY = {
+    "device": "cuda", "started_at": "2026-01-02T03:04:05+00:00",
+    "stages": {"environment": {"ok": True, "gpu": "Test GPU"},
+               "throughput": {"ok": True, "seconds": 1.0,
+                              "mnist": {"train_images_per_s": 1000.0,
+                                        "attack_image_steps_per_s": 2560.0}}},
+}
+
+
+def test_gpu_plan_estimates_from_a_gpu_check_summary(tmp_path, monkeypatch):
+    import json
+
+    path = tmp_path / "summary.json"
+    path.write_text(json.dumps(GPU_SUMMARY))
+    monkeypatch.setenv("HRSBENCH_GPU_CHECK", str(path))
+    cfg = parse_config({"dataset": "mnist", "epochs": 2, "n_train": 500, "n_test": 2,
+                        "defenses": [{"name": "base"}],
+                        "attacks": [{"name": "pgd", "strengths": [0.1],
+                                     "params": {"max_iter": 10}}]})
+    reg = registry()
+    lines = dry_run(expand(cfg, reg), tmp_path / "out", ModelCache(tmp_path / "c"), reg, "cuda")
+    assert lines[0].startswith("GPU estimates from gpu_check on Test GPU, 2026-01-02")
+    model = next(line for line in lines if line.strip().startswith("base ") and "train" in line)
+    assert "1 s" in model and "GPU rate" in model  # 2 epochs × 500 images at 1,000 images/s
+    # one batch of 18 targeted pairs × 10 steps, priced per batch of 256 at 2,560 image-steps/s
+    from hrsbench.plan import DeviceRates
+
+    pgd = next(c for c in expand(cfg, reg) if c.attack == "pgd")
+    assert DeviceRates.read(path).cell_cost(pgd) == pytest.approx(0.15 + 10 * 256 / 2560)
+
+
+def test_gpu_plan_without_a_summary_says_so(tmp_path, monkeypatch):
+    monkeypatch.setenv("HRSBENCH_GPU_CHECK", str(tmp_path / "missing.json"))
+    cfg = parse_config({"dataset": "mnist", "epochs": 1, "n_test": 1,
+                        "defenses": [{"name": "base"}]})
+    reg = registry()
+    lines = dry_run(expand(cfg, reg), tmp_path / "out", ModelCache(tmp_path / "c"), reg, "cuda")
+    assert lines[0].startswith("no gpu_check summary at") and "recorded timings" in lines[0]
+    cpu = dry_run(expand(cfg, reg), tmp_path / "out", ModelCache(tmp_path / "c"), reg, "cpu")
+    assert not any("gpu_check" in line for line in cpu)
+
+
+def test_shipped_gpu_summary_reads():
+    from hrsbench.plan import device_rates
+
+    rates, source = device_rates("cuda")
+    assert rates is not None and rates.train["mnist"] > 0 and rates.attack["cifar10"] > 0
+    assert "gpu_check on" in source
