@@ -166,20 +166,20 @@ def _headline_section(report: Report) -> list[str]:
 
 def _headline_table(report: Report, budget: pd.DataFrame, clean: dict[str, tuple[Any, Any]],
                     verdicts: dict[str, str]) -> list[str]:
+    single = [isnum(n) and SINGLE_LINE in n for n in budget["des_note"]]
+    out = [f"Without per-example outcomes, each model's {SINGLE_LINE.split(' (')[0]} stands "
+           "in for the worst case, without intervals; ranks follow the estimates and say "
+           "nothing about which differences are resolved.", ""] if all(single) else []
     if budget["saturated"].fillna(False).astype(bool).all():
-        return _saturated_headline(report, budget, clean)
+        return out + _saturated_headline(report, budget, clean)
     varying = {name: varying_keys(fam["params"]) for name, fam in
                report.scored[report.scored["defense"].isin(budget["defense"])].groupby("defense")}
-    ordered = budget.assign(  # by rank first: ties need not follow the estimates' order
+    ordered = budget.assign(  # by the place of the estimate, then the estimate
         _base=budget["defense"] != report.base,
         _rank=budget["rank"].map(rank_number),
         _des=pd.to_numeric(budget["adaptive_des"], errors="coerce"),
     ).sort_values(["_base", "_rank", "_des", "defense"], ascending=[True, True, False, True],
                   na_position="last", kind="stable")
-    single = [isnum(n) and SINGLE_LINE in n for n in budget["des_note"]]
-    out = [f"Without per-example outcomes, each model's {SINGLE_LINE.split(' (')[0]} stands "
-           "in for the worst case, without intervals; ranks follow the estimates and say "
-           "nothing about which differences are resolved.", ""] if all(single) else []
     base = pd.to_numeric(budget.loc[budget["defense"] == report.base, "worst_defense_rate"])
     if len(base) and bool((base >= 1.0).all()):
         out += [f"`{report.base}` resists every attack at this budget (100 %): a defense can "
