@@ -113,8 +113,8 @@ class Figures:
     floored: float
     #: the most the estimate's success rate fell short of any line's in a study (0: never)
     shortfall: float
-    #: the old rule's mean error, which scored lines tied in the picking half by their mean and
-    #: had no floor: what the tie-break and the floor changed
+    #: the mean error of the rule that scores lines tied in the picking half by their mean,
+    #: without a floor: what the tie-break and the floor are for
     unfloored_mean_ties: float
     #: the shape of the simulated counts, to compare with real lines: share of counts at 0 or
     #: at all draws, and the mean correlation of two lines' per-example success
@@ -165,12 +165,12 @@ def simulate(scenario: str, repeats: int, studies: int, seed: int = 0) -> Figure
                      1.0 - _mean_of_ties(wins, picks, repeats).mean() - truth,
                      float(np.mean((wins == 0) | (wins == repeats))), agreement))
         shortfall = max(shortfall, found.rate - float(line_rates.min()))
-    error, gap, floor, floored, old, extreme, agree = np.array(rows).T
+    error, gap, floor, floored, mean_ties, extreme, agree = np.array(rows).T
     pp = 100.0
     return Figures(scenario, repeats, studies, round(pp * error.mean(), 2),
                    round(pp * error.std(), 2), round(pp * gap.mean(), 2),
                    round(pp * floor.mean(), 2), round(floored.mean(), 2),
-                   round(pp * shortfall, 6), round(pp * old.mean(), 2),
+                   round(pp * shortfall, 6), round(pp * mean_ties.mean(), 2),
                    round(extreme.mean(), 2), round(float(np.nanmean(agree)), 2))
 
 
