@@ -10,15 +10,15 @@ upwards on a stochastic defense: with eight lines of one and the same attack the
 eight noisy frequencies exceeds their common mean. Each attack line therefore stores its wins on
 the first ``repeats // 2`` draws (``successes_pick``) beside those on all draws (``successes``).
 For each example the line winning most picking draws is scored on the other draws, and the line
-winning most of those other draws is scored on the picking draws; the example's worst-case
-success is the mean of the two (a cross-fit, :func:`cross_fit`). With 2 picking draws most
-examples tie between several lines; a tie goes to the line strongest over all examples on the
-same draws, not to the mean of the tied lines, which weak lines would pull down. A noisy pick
-can only lower the estimate, so the worst case is floored at its strongest single line
-(:func:`worst_rate`): a real attack, never weaker than any line it is made of, per resample as
-well as at the point. A model whose lines record ``stochastic: false`` predicts the same on
-every draw, so its per-example maximum is exact, also with one draw. docs/des.md gives both
-biases as a simulation measures them (``benchmarks/worstcase_bias.py``).
+winning most of those other draws is scored on the picking draws; the two scores add up to the
+example's worst-case success over all draws (a cross-fit, :func:`cross_fit`). With 2 picking
+draws most examples tie between several lines; a tie goes to the line strongest over all
+examples on the same draws, not to the mean of the tied lines, which weak lines would pull
+down. A noisy pick can only lower the estimate, so the worst case is floored at its strongest
+single line (:func:`worst_rate`): a real attack, never weaker than any line it is made of, per
+resample as well as at the point. A model whose lines record ``stochastic: false`` predicts the
+same on every draw, so its per-example maximum is exact, also with one draw. docs/des.md gives
+both biases as a simulation measures them (``benchmarks/worstcase_bias.py``).
 
 Worst-case rates get intervals from the same resamples as the lines (:mod:`hrsbench.report.stats`),
 paired with the base model's worst case in the same budget; the **adaptive DES** is
