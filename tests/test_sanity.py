@@ -5,18 +5,22 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from hrsbench.report.sanity import (
+    EXPLAINED,
     FAIL,
     MASKING,
     OK,
+    OPTIMISER,
     PASS,
     UNDERSTATES,
     UNKNOWN,
     Thresholds,
     Traits,
     annotate,
+    budget_verdicts,
     check_all,
     check_defense,
     write_report,
@@ -46,17 +50,34 @@ def _one_thread():
         yield
 
 
-def status(lines, check):
-    return check_defense(lines, TRAITS)["checks"][check]["status"]
+def statuses(report: dict, check: str) -> list[str]:
+    """A check's status in a model's report: the model's own, or one per budget."""
+    if check in report["checks"]:
+        return [report["checks"][check]["status"]]
+    return [b["checks"][check]["status"] for b in report["budgets"]]
+
+
+def overall(found: list[str]) -> str:
+    """Fail if any budget fails, pass if any passes, else unknown."""
+    return FAIL if FAIL in found else PASS if PASS in found else UNKNOWN
+
+
+def status(lines, check, traits=TRAITS):
+    return overall(statuses(check_defense(lines, traits), check))
+
+
+def only_budget(report: dict) -> dict:
+    (budget,) = report["budgets"]
+    return budget
 
 
 def test_traits_recorded_in_lines_are_used_without_a_mapping():
     single = {**line("fgsm", 0.60), "iterative": False, "attack_strength_param": "eps"}
     weak = {**line("pgd", 0.30, max_iter=10), "iterative": True, "attack_strength_param": "eps"}
-    assert check_defense([single, weak])["checks"]["iterative"]["status"] == FAIL
+    assert status([single, weak], "iterative", {}) == FAIL
     # a confidence-strength attack is not an L∞ budget: no large-ε check from it
     cw = {**line("cw", 0.10, eps=5.0), "iterative": True, "attack_strength_param": "confidence"}
-    assert check_defense([cw])["checks"]["large_eps"]["status"] == UNKNOWN
+    assert status([cw], "large_eps", {}) == UNKNOWN
 
 
 @pytest.mark.parametrize("model, expected", [(Prototype, PASS), (Quantised, FAIL)])
@@ -107,8 +128,10 @@ def test_differences_within_noise_pass_and_beyond_fail():
 
 def test_checks_without_their_lines_are_unknown():
     report = check_defense([line("fgsm", 0.2)], TRAITS)
-    assert {c["status"] for c in report["checks"].values()} == {UNKNOWN}
-    assert report["verdict"] == UNKNOWN
+    found = {c["status"] for c in report["checks"].values()}
+    found |= {c["status"] for b in report["budgets"] for c in b["checks"].values()}
+    assert found == {UNKNOWN}
+    assert report["verdict"] == only_budget(report)["verdict"] == UNKNOWN
     clean = {**line("none"), "attack_success_rate": None}
     assert check_defense([clean], TRAITS)["verdict"] == UNKNOWN
 
@@ -149,8 +172,11 @@ def test_whitebox_understates_flags_weakened_single_draw_gradients():
                                      repeats=3, n=20), stochastic=True)
                  for s in ("whitebox", "eot")]
         report = check_defense(lines, TRAITS)
-        assert report["checks"]["whitebox"]["status"] == expected
-        assert "interval" in report["checks"]["whitebox"]["comparisons"][0]  # paired bootstrap
+        whitebox = only_budget(report)["checks"]["whitebox"]
+        assert whitebox["status"] == expected
+        assert "interval" in whitebox["comparisons"][0]  # paired bootstrap
+        if expected == FAIL:  # the same optimiser does worse without EOT: randomness
+            assert whitebox["comparisons"][0]["cause"] == "randomness"
         assert report["verdict"] == (UNDERSTATES if expected == FAIL else OK)
 
 
@@ -168,7 +194,7 @@ def test_large_eps_passes_an_honest_noisy_model_short_of_95_percent():
                                  repeats=3), stochastic=True, clean_accuracy=clean)
              for s in ("whitebox", "eot")]
     assert max(r["attack_success_rate"] for r in lines) < 0.95
-    assert check_defense(lines, TRAITS)["checks"]["large_eps"]["status"] == PASS
+    assert status(lines, "large_eps") == PASS
 
 
 def test_large_eps_on_a_stochastic_model_needs_an_adaptive_line_to_fail():
@@ -193,3 +219,124 @@ def test_an_attack_averaging_its_own_gradients_over_draws_counts_as_adaptive():
                          "stochastic": True})
     assert all(adaptive({"setting": s, "attack_params": {}, "stochastic": True})
                for s in ("eot", "fixed", "expectation"))
+
+
+def at(n_test: int, *args, **kw) -> dict:
+    return {**line(*args, **kw), "n_test": n_test}
+
+
+def test_verdicts_are_per_budget_and_image_set():
+    """Lines are compared only with lines of the same ε, targeting and attacked images, and each
+    line carries its own budget's verdict; a model-wide failure (large ε) marks every budget."""
+    ten = [at(10, "fgsm", 0.60, eps=0.3), at(10, "pgd", 0.30, eps=0.3, max_iter=10)]
+    twenty = [at(20, "fgsm", 0.30, eps=0.3), at(20, "pgd", 0.60, eps=0.3, max_iter=10)]
+    report = check_defense(ten + twenty, TRAITS)
+    assert [(b["budget"], b["verdict"]) for b in report["budgets"]] == [
+        ("ε=0.3 · targeted · 10 images", MASKING), ("ε=0.3 · targeted · 20 images", OK)]
+    assert report["verdict"] == MASKING  # the model's: what some budget says
+    assert [r["sanity"] for r in annotate(ten + twenty, TRAITS)] == [MASKING] * 2 + [OK] * 2
+    assert budget_verdicts(ten + twenty, TRAITS) == {("m", 0.3, True, 10): MASKING,
+                                                     ("m", 0.3, True, 20): OK}
+    # FGSM on 10 images and PGD on 20 are never compared, nor two ε
+    apart = [at(10, "fgsm", 0.60, eps=0.3), at(20, "pgd", 0.30, eps=0.3, max_iter=10),
+             at(10, "pgd", 0.30, eps=0.2, max_iter=10)]
+    assert status(apart, "iterative") == UNKNOWN
+    broken = [at(10, "pgd", 0.0, eps=1.0, max_iter=10), *twenty]
+    assert {b["verdict"] for b in check_defense(broken, TRAITS)["budgets"]} == {MASKING}
+
+
+def engine_line(defense, model, attack, params, setting="whitebox", eps=0.3):
+    stochastic = bool(defense.stochastic)
+    return evasion(attack_line(defense, model, attack, eps, setting=setting, params=params,
+                               repeats=4 if stochastic else 1, eot_samples=4),
+                   stochastic=stochastic)
+
+
+#: PGD with two short steps: a weak optimiser next to APGD, with or without randomness.
+WEAK = {"max_iter": 2, "step": 0.1}
+APGD = {"max_iter": 20, "eot_samples": 4}
+
+
+def test_apgd_beating_pgd_on_the_deterministic_base_too_is_a_stronger_optimiser():
+    """APGD (adaptive through its own EOT) beats white-box PGD on a barely noisy toy, but PGD
+    with EOT does no better than without, and APGD beats PGD as much on the deterministic base:
+    the gap is the optimiser's, not randomness. An EOT gap on noisy single-draw gradients with
+    the same optimiser is randomness, base or not."""
+    base, base_model = DeterministicToy(), Prototype()  # one model: its lines share a key
+    base_lines = [engine_line(base, base_model, "pgd", WEAK),
+                  engine_line(base, base_model, "apgd-ce", APGD)]
+    noisy, defense = Noisy(sigma=0.05), ToyDefense()
+    defended = [engine_line(defense, noisy, "pgd", WEAK, s) for s in ("whitebox", "eot")]
+    defended.append(engine_line(defense, noisy, "apgd-ce", APGD))
+    reports = {r["defense"]: r for r in check_all(base_lines + defended, TRAITS)}
+    budget = only_budget(reports["toy"])
+    whitebox = budget["checks"]["whitebox"]
+    assert whitebox["status"] == EXPLAINED and budget["verdict"] == OPTIMISER
+    (apgd,) = [c for c in whitebox["comparisons"] if c["beats"]]
+    assert apgd["cause"] == "stronger optimiser" and "toy-det" in apgd["evidence"]
+    assert UNDERSTATES not in reports["toy"]["verdict"]
+    # without the base, nothing tells the two apart: the cautious reading
+    alone = check_defense(defended, TRAITS)
+    assert only_budget(alone)["checks"]["whitebox"]["comparisons"][-1]["cause"] == "undetermined"
+    assert alone["verdict"] == UNDERSTATES
+    # the same optimiser doing better with EOT is randomness, base or no base
+    from tests.toys import NoisyGradient
+
+    masked, defense = NoisyGradient(), ToyDefense()
+    eot_gap = [engine_line(defense, masked, "pgd", PGD20, s) for s in ("whitebox", "eot")]
+    base_pgd = [engine_line(base, base_model, "pgd", PGD20)]
+    report = {r["defense"]: r for r in check_all(base_pgd + eot_gap, TRAITS)}["toy"]
+    (gap,) = only_budget(report)["checks"]["whitebox"]["comparisons"]
+    assert gap["beats"] and gap["cause"] == "randomness"
+    assert report["verdict"] == UNDERSTATES
+
+
+def outcome_lines(defended_gap: tuple[float, float], base_gap: tuple[float, float]
+                  ) -> list[dict]:
+    """PGD white-box and APGD with its own EOT on a stochastic model and on the deterministic
+    base, with per-example outcomes on the same 40 images × 9 targets (success rates given)."""
+    from tests.outcome_lines import N_IMAGES, PAIRS, REPEATS
+    from tests.outcome_lines import attack_line as outcome_line
+
+    rng = np.random.default_rng(0)
+    n = N_IMAGES * PAIRS
+
+    def wins(p: float, stochastic: bool) -> np.ndarray:
+        if stochastic:
+            return rng.binomial(REPEATS, p, n)
+        return REPEATS * (rng.random(n) < p)
+
+    out = []
+    for defense, (white, apgd), stochastic in (("sap", defended_gap, True),
+                                                ("base", base_gap, False)):
+        out.append(outcome_line(defense, {}, 0.98, wins(white, stochastic), attack="pgd",
+                                stochastic=stochastic, kind="evasion"))
+        out.append(outcome_line(defense, {}, 0.98, wins(apgd, stochastic), attack="apgd-ce",
+                                stochastic=stochastic, kind="evasion",
+                                attack_params={"max_iter": 10, "eot_samples": 20}))
+    return out
+
+
+@pytest.mark.parametrize(("base_gap", "cause", "expected"), [
+    ((0.50, 0.95), "stronger optimiser", OPTIMISER),
+    ((0.70, 0.75), "randomness", UNDERSTATES),
+], ids=["explained-by-the-optimiser", "beyond-the-optimiser"])
+def test_an_adaptive_gap_larger_than_the_optimisers_on_the_base_is_randomness(
+        base_gap, cause, expected):
+    """No white-box line of APGD's optimiser: the defended gap (0.3 → 0.8) is read against the
+    same two attacks' gap on the base, paired on the same images (a difference of gaps)."""
+    reports = {r["defense"]: r for r in check_all(outcome_lines((0.30, 0.80), base_gap))}
+    budget = only_budget(reports["sap"])
+    (winner,) = [c for c in budget["checks"]["whitebox"]["comparisons"] if c["beats"]]
+    assert winner["cause"] == cause and budget["verdict"] == expected
+
+
+def test_a_check_choosing_among_more_lines_uses_wider_intervals():
+    """The best of k adaptive lines is tested at level 1 − 0.05/k: one white-box line and one
+    adaptive line, then the same two among four more adaptive lines."""
+    lines = outcome_lines((0.30, 0.60), (0.5, 0.5))[:2]
+    first = only_budget(check_defense(lines))["checks"]["whitebox"]["comparisons"][0]
+    more = lines + [{**lines[1], "setting": s, "attack_params": {"max_iter": 10}}
+                    for s in ("eot", "fixed", "expectation")]
+    wide = only_budget(check_defense(more))["checks"]["whitebox"]["comparisons"][0]
+    assert wide["interval"][0] < first["interval"][0] <= first["interval"][1] < wide["interval"][1]

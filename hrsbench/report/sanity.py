@@ -1,27 +1,50 @@
-"""Gradient-masking sanity checks (Athalye, Carlini & Wagner 2018, section 5), computed from a
-defense's result lines alone, so they apply to any run, merged or resumed.
+"""Gradient-masking sanity checks (Athalye, Carlini & Wagner 2018, section 5), computed from
+result lines alone, so they apply to any run, merged or resumed.
 
-A defense that looks robust only because its gradients are useless fails at least one of:
+Verdicts are per model *and budget*: a budget is one strength (ε), targeting and set of attacked
+images (``n_test``), so a line is only ever compared with lines attacked on the same images at
+the same ε, and each budget's lines carry their own verdict. Checks of one budget:
+
+(b) ``iterative``: iterative gradient attacks do at least as well as single-step ones (same
+    setting);
+(c) ``iterations``: more iterations of the same gradient attack do not lower success;
+(d) ``eot``: EOT (averaged gradients or predictions) is not worse than the same attack in the
+    white-box setting;
+(e) ``gradient_free``: no gradient-free attack (Square) beats every gradient attack: a random
+    search that never asks for a gradient should not find what gradients cannot;
+(f) ``whitebox`` (not about masking but about which numbers to believe): no adaptive attack (EOT,
+    fixed randomness, expectation, or APGD's own EOT on a stochastic model:
+    :func:`.frame.adaptive`) beats every white-box attack.
+
+and one check of the whole model, whose failure marks every budget:
 
 (a) ``large_eps``: an L∞ attack with a very large ε reaches ~100% success, or at least the
     model's clean accuracy (a stochastic model may be unable to give any input one label more
     reliably than it labels its clean images); on a stochastic model a failure counts only when
-    an EOT or expectation attack ran at that ε, since single-draw gradients may understate;
-(b) ``iterative``: iterative attacks do at least as well as single-step ones (same ε, setting);
-(c) ``iterations``: more iterations of the same attack do not lower success;
-(d) ``eot``: EOT (averaged gradients) is not worse than the white-box attack.
+    an EOT or expectation attack ran at that ε, since single-draw gradients may understate.
 
-"At least as well" allows for noise: the binomial error of each success rate over its examples
-plus the spread of its repeated stochastic predictions, times ``z``. A check without the lines
-it needs is "unknown". A defense with any failing check is flagged "possible gradient masking".
+Comparisons are paired on the same attacked examples when the lines carry per-example outcomes
+(``successes``, ``repeats``): bootstrap intervals of the difference, resampled over the same
+images (:mod:`.stats`). A check making k comparisons tests each at level 1 − 0.05/k
+(Bonferroni), so a check that fails when *any* of its comparisons fails, or that picks the best
+of k lines, does not fail more often for having more lines. "Beats every" is tested line by line
+against each line it must beat, never against a maximum picked by estimate. Lines without
+outcomes fall back to the noise rule: the binomial error of each success rate plus the spread of
+its repeated predictions, times ``z``.
 
-A fifth check, ``whitebox``, is not about masking but about which numbers to believe: the best
-white-box attack must do about as well as the best adaptive one (EOT, fixed randomness,
-expectation, or APGD's own EOT on a stochastic model: :func:`.frame.adaptive`) at the same ε.
-Where an adaptive attack succeeds more often beyond the interval of the difference (paired on
-the same images when the lines carry per-example outcomes, else the noise rule above), the
-verdict says "white-box understates: use adaptive numbers", and the
-leaderboard's headline ranks by the worst case over all settings.
+Where an adaptive line beats the white-box lines, ``whitebox`` says why:
+
+- *randomness*: the same optimiser (attack and parameters but the EOT count) does worse in the
+  white-box setting, or the gap exceeds what the optimiser alone buys on a deterministic model
+  of the same dataset at the same budget (the interval of the difference of the two gaps): the
+  verdict says "white-box understates: use adaptive numbers", and the leaderboard's headline
+  ranks by the worst case over all settings;
+- *stronger optimiser*: the adaptive attack's optimiser beats the white-box one on a
+  deterministic model (the base) too, and the defended gap is not larger: white-box numbers are
+  not too kind to the randomness, the white-box attack is just weaker (APGD against PGD);
+- *undetermined*: no line tells the two apart; reported as understating, the cautious reading.
+
+A check without the lines it needs is "unknown".
 """
 
 from __future__ import annotations
@@ -29,32 +52,54 @@ from __future__ import annotations
 import json
 import math
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from hrsbench.record import Kind
 from hrsbench.report.frame import adaptive, missing, model_id
-from hrsbench.report.stats import paired_difference
+from hrsbench.report.stats import (
+    LEVEL,
+    Bootstrap,
+    attacked_images,
+    counts_of,
+    image_sums,
+    resampled_ratios,
+)
 
 PASS, FAIL, UNKNOWN = "pass", "fail", "unknown"
+#: ``whitebox``'s status when every adaptive gap is its stronger optimiser's, not randomness.
+EXPLAINED = "optimiser"
 OK, MASKING = "ok", "possible gradient masking"
 UNDERSTATES = "white-box understates: use adaptive numbers"
-#: Checks whose failure means possible gradient masking.
-CHECKS = ("large_eps", "iterative", "iterations", "eot")
+GRADIENT_FREE_WINS = "gradient-free beats gradient attacks: gradients may be masked"
+OPTIMISER = "stronger optimiser, not randomness"
+#: Checks whose failure means possible gradient masking (``gradient_free`` says so its own way).
+CHECKS = ("large_eps", "iterative", "iterations", "eot", "gradient_free")
+#: Attacks that never ask for a gradient (a mapping of traits given to the checks adds others).
+GRADIENT_FREE = frozenset({"square"})
+#: Causes ``whitebox`` gives an adaptive line that beats the white-box ones.
+RANDOMNESS, STRONGER, UNDETERMINED = "randomness", "stronger optimiser", "undetermined"
 
 Line = dict[str, Any]
+#: (strength parameter, strength, targeted, attacked images): what one verdict is about.
+Budget = tuple[str, float, Any, Any]
 
 
 @dataclass(frozen=True)
 class Traits:
-    """What the checks need to know of an attack: its strength parameter and whether it
-    iterates. Result lines record both (``attack_strength_param``, ``iterative``); a mapping of
-    attack name to traits given to the checks overrides them (hand-made lines lack them)."""
+    """What the checks need to know of an attack: its strength parameter, whether it iterates
+    and whether it is gradient-free. Result lines record the first two
+    (``attack_strength_param``, ``iterative``) and :data:`GRADIENT_FREE` names the built-in
+    gradient-free attacks; a mapping of attack name to traits given to the checks overrides
+    them (hand-made lines lack them)."""
 
     strength: str = "eps"
     iterative: bool = False
+    gradient_free: bool = False
 
 
 @dataclass(frozen=True)
@@ -63,8 +108,11 @@ class Thresholds:
     large_eps: float = 0.5
     #: Success that counts as "~100%" at a very large ε.
     large_eps_asr: float = 0.95
-    #: Noise multiplier: a difference within z standard errors is not a failure.
+    #: Noise multiplier for lines without per-example outcomes: a difference within z standard
+    #: errors is not a failure.
     z: float = 2.0
+    #: Two-sided level of each check's intervals, before the Bonferroni correction.
+    level: float = LEVEL
 
 
 def noise(line: Line) -> float:
@@ -77,30 +125,139 @@ def noise(line: Line) -> float:
     return math.sqrt(p * (1 - p) / n + spread**2 / repeats)
 
 
-def _compare(better: Line, worse: Line, z: float, what: str) -> dict[str, Any]:
-    """``better`` is expected to succeed at least as often as ``worse``, up to noise."""
-    tol = z * math.hypot(noise(better), noise(worse))
-    a, b = float(better["attack_success_rate"]), float(worse["attack_success_rate"])
-    return {"what": what, "expected_higher": a, "other": b, "tolerance": round(tol, 4),
-            "ok": a >= b - tol}
+# -- paired intervals -------------------------------------------------------------------------
+
+def outcome_columns(line: Line) -> tuple[np.ndarray, np.ndarray] | None:
+    """Per attacked image, the predictions a line's attack won and those they count against
+    (the intervals' rule, :mod:`.stats`): all of the image's pairs × repeats when targeted, the
+    image's correct clean draws when not; ``None`` without per-example outcomes."""
+    wins = counts_of(line.get("successes"))
+    n_test = line.get("n_test")
+    n_images = 0 if missing(n_test) else int(n_test)
+    num = None if wins is None or n_images <= 0 else image_sums(wins, n_images)
+    if num is None:
+        return None
+    if bool(line["targeted"]):
+        den = np.full(n_images, len(wins) // n_images * float(line.get("repeats") or 1))
+    else:
+        correct = counts_of(line.get("clean_correct"))
+        den = None if correct is None else image_sums(correct, n_images)
+    return None if den is None else (num.astype(float), den.astype(float))
 
 
-def _result(comparisons: list[dict[str, Any]], none_reason: str) -> dict[str, Any]:
+def rate_replicates(lines: list[Line], boot: Bootstrap | None = None) -> np.ndarray | None:
+    """Success-rate resamples (replicates × lines) of lines attacked on the same images, every
+    line on the same resamples of those images (so differences between them are paired);
+    ``None`` unless every line carries per-example outcomes on the same images."""
+    boot = boot or Bootstrap()
+    cols = [outcome_columns(r) for r in lines]
+    if not lines or any(c is None for c in cols) or any("dataset" not in r for r in lines):
+        return None
+    names = {attacked_images(r) for r in lines}
+    if len(names) != 1 or len({len(c[0]) for c in cols}) != 1:  # type: ignore[index]
+        return None
+    num = np.stack([c[0] for c in cols], axis=1)  # type: ignore[index]
+    den = np.stack([c[1] for c in cols], axis=1)  # type: ignore[index]
+    return resampled_ratios(num, den, names.pop(), boot)
+
+
+def _level(th: Thresholds, k: int) -> float:
+    """Each of k comparisons' level, so that all k hold together at ``th.level``."""
+    return 1.0 - (1.0 - th.level) / max(k, 1)
+
+
+def _interval(higher: Line, lower: Line, th: Thresholds, k: int,
+              minus: tuple[Line, Line] | None = None) -> tuple[float, float] | None:
+    """Paired interval of ``higher − lower`` (minus the gap ``minus[0] − minus[1]`` of two lines
+    of another model on the same images: a difference of differences), at the corrected level;
+    ``None`` without per-example outcomes on one set of images."""
+    lines = [higher, lower, *(minus or ())]
+    reps = rate_replicates(lines)
+    if reps is None:
+        return None
+    diff = reps[:, 0] - reps[:, 1]
+    if minus is not None:
+        diff = diff - (reps[:, 2] - reps[:, 3])
+    with np.errstate(invalid="ignore"):
+        lo, hi = Bootstrap(level=_level(th, k)).bounds(diff[:, None])
+    return round(float(lo[0]), 4), round(float(hi[0]), 4)
+
+
+def _rates(higher: Line, lower: Line, what: str) -> dict[str, Any]:
+    return {"what": what, "expected_higher": float(higher["attack_success_rate"]),
+            "other": float(lower["attack_success_rate"])}
+
+
+def at_least(higher: Line, lower: Line, th: Thresholds, k: int, what: str) -> dict[str, Any]:
+    """``higher`` is expected to succeed at least as often as ``lower``: ``ok`` unless it does
+    worse beyond the interval (one of ``k`` comparisons) or, without outcomes, beyond noise."""
+    out = _rates(higher, lower, what)
+    interval = _interval(higher, lower, th, k)
+    if interval is not None:
+        return {**out, "interval": list(interval), "ok": interval[1] >= 0}
+    tol = th.z * math.hypot(noise(higher), noise(lower))
+    return {**out, "tolerance": round(tol, 4), "ok": out["expected_higher"] >= out["other"] - tol}
+
+
+def beats(higher: Line, lower: Line, th: Thresholds, k: int, what: str) -> dict[str, Any]:
+    """Whether ``higher`` succeeds more often than ``lower`` beyond the interval (one of ``k``
+    comparisons) or, without outcomes, beyond noise: ``beats``."""
+    out = _rates(higher, lower, what)
+    interval = _interval(higher, lower, th, k)
+    if interval is not None:
+        return {**out, "interval": list(interval), "beats": interval[0] > 0}
+    tol = th.z * math.hypot(noise(higher), noise(lower))
+    return {**out, "tolerance": round(tol, 4),
+            "beats": out["expected_higher"] > out["other"] + tol}
+
+
+def _beats_all(line: Line, others: list[Line], th: Thresholds, k: int) -> dict[str, Any]:
+    """``line`` against each of ``others``: it beats them all when it beats each (an
+    intersection of tests needs no correction over ``others``; ``k`` corrects over the lines
+    tried in ``line``'s place). Reported with the comparison that binds, the weakest one."""
+    tried = [beats(line, o, th, k, f"{_label(line)} vs {_label(o)}") for o in others]
+    binding = min(tried, key=lambda c: (c["beats"], _low(c)))
+    return {**binding, "beats": all(c["beats"] for c in tried)}
+
+
+def _low(c: Mapping[str, Any]) -> float:
+    """How far a comparison's lower end clears 0 (the estimate's margin over noise without
+    outcomes)."""
+    if "interval" in c:
+        return float(c["interval"][0])
+    return c["expected_higher"] - c["other"] - c["tolerance"]
+
+
+# -- checks -----------------------------------------------------------------------------------
+
+def _result(comparisons: list[dict[str, Any]], none_reason: str,
+            failed: Callable[[dict[str, Any]], bool] = lambda c: not c["ok"]) -> dict[str, Any]:
     if not comparisons:
         return {"status": UNKNOWN, "reason": none_reason, "comparisons": []}
-    failed = [c for c in comparisons if not c["ok"]]
-    return {"status": FAIL if failed else PASS,
-            "reason": "; ".join(c["what"] for c in failed) or "all comparisons within noise",
+    bad = [c for c in comparisons if failed(c)]
+    return {"status": FAIL if bad else PASS,
+            "reason": "; ".join(c["what"] for c in bad) or "all comparisons within noise",
             "comparisons": comparisons}
 
 
 def _label(line: Line) -> str:
-    return f"{line['attack']} {line['setting']} {line['attack_strength']:g}"
-
-
-def _params_key(line: Line, drop: str | None = None) -> str:
     params = line.get("attack_params") or {}
-    return json.dumps({k: v for k, v in params.items() if k != drop}, sort_keys=True)
+    budget = next((f"{k}={params[k]}" for k in ("max_iter", "max_queries") if k in params), "")
+    own_eot = params.get("eot_samples")
+    extra = ", ".join(filter(None, [budget, f"eot_samples={own_eot}" if own_eot else ""]))
+    return (f"{line['attack']}{f' ({extra})' if extra else ''} {line['setting']} "
+            f"{line['attack_strength']:g}")
+
+
+def _params_key(line: Line, drop: tuple[str, ...] = ()) -> str:
+    params = line.get("attack_params") or {}
+    return json.dumps({k: v for k, v in params.items() if k not in drop}, sort_keys=True)
+
+
+def _optimiser(line: Line) -> tuple[str, str]:
+    """What a line's attack computes apart from how it treats randomness: the attack and its
+    parameters but an EOT count of its own."""
+    return line["attack"], _params_key(line, drop=("eot_samples",))
 
 
 def _large_eps_target(line: Line, th: Thresholds) -> float:
@@ -115,6 +272,7 @@ def _large_eps_target(line: Line, th: Thresholds) -> float:
 
 
 def check_large_eps(lines: list[Line], traits: dict[str, Traits], th: Thresholds) -> dict:
+    """The whole model's check: the best line at a very large ε, whatever its images."""
     big = [r for r in lines if _traits(traits, r).strength == "eps"
            and float(r["attack_strength"]) >= th.large_eps]
     if not big:
@@ -133,89 +291,142 @@ def check_large_eps(lines: list[Line], traits: dict[str, Traits], th: Thresholds
     return _result([comparison], "")
 
 
-def check_iterative(lines: list[Line], traits: dict[str, Traits], th: Thresholds) -> dict:
-    groups: dict[tuple, list[Line]] = defaultdict(list)
+def check_iterative(lines: list[Line], traits: dict[str, Traits], th: Thresholds,
+                    reference: list[Line]) -> dict:
+    groups: dict[str, list[Line]] = defaultdict(list)
     for r in lines:
-        if _traits(traits, r).strength == "eps":
-            groups[(r["setting"], float(r["attack_strength"]), r.get("targeted"))].append(r)
-    comparisons = [
-        _compare(it, single, th.z, f"{_label(it)} vs {single['attack']}")
-        for group in groups.values()
-        for single in group if not _traits(traits, single).iterative
-        for it in group if _traits(traits, it).iterative
-    ]
-    return _result(comparisons, "no iterative and single-step attack at the same ε and setting")
+        if not _traits(traits, r).gradient_free:
+            groups[r["setting"]].append(r)
+    pairs = [(it, single) for group in groups.values()
+             for single in group if not _traits(traits, single).iterative
+             for it in group if _traits(traits, it).iterative]
+    comparisons = [at_least(it, single, th, len(pairs), f"{_label(it)} vs {single['attack']}")
+                   for it, single in pairs]
+    return _result(comparisons, "no iterative and single-step gradient attack in one setting")
 
 
-def check_iterations(lines: list[Line], traits: dict[str, Traits], th: Thresholds) -> dict:
+def check_iterations(lines: list[Line], traits: dict[str, Traits], th: Thresholds,
+                     reference: list[Line]) -> dict:
     groups: dict[tuple, list[Line]] = defaultdict(list)
     for r in lines:
         iters = (r.get("attack_params") or {}).get("max_iter")
-        if iters is not None:
-            key = (r["attack"], r["setting"], float(r["attack_strength"]), r.get("targeted"),
-                   _params_key(r, drop="max_iter"))
-            groups[key].append(r)
-    comparisons = []
+        if iters is not None and not _traits(traits, r).gradient_free:
+            groups[(r["attack"], r["setting"], _params_key(r, drop=("max_iter",)))].append(r)
+    pairs = []
     for group in groups.values():
         ordered = sorted(group, key=lambda r: r["attack_params"]["max_iter"])
-        for fewer, more in zip(ordered, ordered[1:], strict=False):
-            n_few, n_more = fewer["attack_params"]["max_iter"], more["attack_params"]["max_iter"]
-            if n_more > n_few:
-                comparisons.append(_compare(more, fewer, th.z,
-                                            f"{_label(more)}: {n_more} vs {n_few} iterations"))
-    return _result(comparisons, "no attack run with two iteration counts")
+        pairs += [(more, fewer) for fewer, more in zip(ordered, ordered[1:], strict=False)
+                  if more["attack_params"]["max_iter"] > fewer["attack_params"]["max_iter"]]
+    comparisons = [
+        at_least(more, fewer, th, len(pairs), f"{_label(more)} vs "
+                 f"{fewer['attack_params']['max_iter']} iterations")
+        for more, fewer in pairs]
+    return _result(comparisons, "no gradient attack run with two iteration counts")
 
 
-def check_eot(lines: list[Line], traits: dict[str, Traits], th: Thresholds) -> dict:
+def check_eot(lines: list[Line], traits: dict[str, Traits], th: Thresholds,
+              reference: list[Line]) -> dict:
     groups: dict[tuple, dict[str, Line]] = defaultdict(dict)
     for r in lines:
         if r["setting"] in ("eot", "whitebox"):
-            key = (r["attack"], float(r["attack_strength"]), r.get("targeted"),
-                   _params_key(r))
-            groups[key][r["setting"]] = r
-    comparisons = [
-        _compare(g["eot"], g["whitebox"], th.z, f"{_label(g['eot'])} vs whitebox")
-        for g in groups.values() if {"eot", "whitebox"} <= set(g)
-    ]
+            groups[(r["attack"], _params_key(r))][r["setting"]] = r
+    pairs = [(g["eot"], g["whitebox"]) for g in groups.values() if {"eot", "whitebox"} <= set(g)]
+    comparisons = [at_least(e, w, th, len(pairs), f"{_label(e)} vs whitebox") for e, w in pairs]
     return _result(comparisons, "no attack run both with EOT and white-box")
 
 
-def check_whitebox(lines: list[Line], traits: dict[str, Traits], th: Thresholds) -> dict:
-    """The best white-box attack does about as well as the best adaptive one, per ε and
-    targeting: else white-box numbers understate what an adaptive attacker achieves."""
-    groups: dict[tuple, dict[str, list[Line]]] = defaultdict(lambda: defaultdict(list))
-    for r in lines:
-        if _traits(traits, r).strength == "eps":
-            kind = "adaptive" if adaptive(r) else ("whitebox" if r["setting"] == "whitebox"
-                                                    else None)
-            if kind:
-                groups[(float(r["attack_strength"]), r.get("targeted"))][kind].append(r)
+def check_gradient_free(lines: list[Line], traits: dict[str, Traits], th: Thresholds,
+                        reference: list[Line]) -> dict:
+    """Fails where a gradient-free attack beats every gradient attack on the same examples:
+    honest gradients find at least what a random search of the model's outputs finds."""
+    free = [r for r in lines if _traits(traits, r).gradient_free]
+    gradient = [r for r in lines if not _traits(traits, r).gradient_free
+                and _traits(traits, r).strength == "eps"]
+    if not free or not gradient:
+        return _result([], "no gradient-free and gradient L∞ attack at this budget")
+    comparisons = [{**_beats_all(f, gradient, th, len(free)),
+                    "what": f"{_label(f)} vs every gradient attack"} for f in free]
+    return _result(comparisons, "", failed=lambda c: c["beats"])
+
+
+def check_whitebox(lines: list[Line], traits: dict[str, Traits], th: Thresholds,
+                   reference: list[Line]) -> dict:
+    """No adaptive line beats every white-box line; where one does, its cause (module doc).
+    ``reference``: lines of deterministic models of the same dataset at the same budget."""
+    eps = [r for r in lines if _traits(traits, r).strength == "eps"]
+    white = [r for r in eps if r["setting"] == "whitebox" and not adaptive(r)]
+    adapted = [r for r in eps if adaptive(r)]
+    if not white or not adapted:
+        return _result([], "no white-box and adaptive attack at this budget")
+    k = len(adapted)
+    strongest = max(white, key=lambda r: float(r["attack_success_rate"]))
     comparisons = []
-    for group in groups.values():
-        if group["whitebox"] and group["adaptive"]:
-            white = max(group["whitebox"], key=lambda r: float(r["attack_success_rate"]))
-            strongest = max(group["adaptive"], key=lambda r: float(r["attack_success_rate"]))
-            comparisons.append(_compare_paired(white, strongest, th.z,
-                                               f"{_label(white)} vs {_label(strongest)}"))
-    return _result(comparisons, "no white-box and adaptive attack at the same ε")
+    for a in adapted:
+        c = {**_beats_all(a, white, th, k), "what": f"{_label(a)} vs every white-box attack"}
+        if c["beats"]:
+            c["cause"], c["evidence"] = _cause(a, white, strongest, reference, th, k)
+        comparisons.append(c)
+    winners = [c for c in comparisons if c["beats"]]
+    if not winners:
+        return _result(comparisons, "", failed=lambda c: c["beats"])
+    if all(c["cause"] == STRONGER for c in winners):
+        return {"status": EXPLAINED, "comparisons": comparisons,
+                "reason": "; ".join(f"{c['what']}: {c['evidence']}" for c in winners)}
+    return {**_result(comparisons, "", failed=lambda c: c["beats"] and c["cause"] != STRONGER),
+            "reason": "; ".join(f"{c['what']}: {c['cause']} ({c['evidence']})"
+                                for c in winners if c["cause"] != STRONGER)}
 
 
-def _compare_paired(better: Line, worse: Line, z: float, what: str) -> dict[str, Any]:
-    """As :func:`_compare`, with the bootstrap interval of the paired difference where both
-    lines carry per-example outcomes on the same images."""
-    interval = paired_difference(better, worse)
-    if interval is None:
-        return _compare(better, worse, z, what)
-    a, b = float(better["attack_success_rate"]), float(worse["attack_success_rate"])
-    return {"what": what, "expected_higher": a, "other": b,
-            "interval": [round(interval[0], 4), round(interval[1], 4)], "ok": interval[1] >= 0}
+def _cause(a: Line, white: list[Line], strongest: Line, reference: list[Line],
+           th: Thresholds, k: int) -> tuple[str, str]:
+    """Why adaptive line ``a`` beats the white-box lines: randomness, its stronger optimiser,
+    or undetermined; with the comparison that says so."""
+    same = [w for w in white if _optimiser(w) == _optimiser(a)]
+    for w in same:
+        if beats(a, w, th, k, "")["beats"]:
+            return RANDOMNESS, f"beats {_label(w)}, the same optimiser"
+    for model_lines in _by_model(reference):
+        a_det = _find(model_lines, _optimiser(a))
+        w_det = _find(model_lines, _optimiser(strongest))
+        if a_det is None or w_det is None:
+            continue
+        gap = float(a_det["attack_success_rate"]) - float(w_det["attack_success_rate"])
+        there = f"{a['attack']} − {strongest['attack']} on {a_det['defense']}: {gap:+.3f}"
+        extra = _interval(a, strongest, th, k, minus=(a_det, w_det))
+        if extra is not None and extra[0] > 0:
+            return RANDOMNESS, (f"the gap exceeds the optimiser's ({there}; difference of "
+                                f"gaps {list(extra)})")
+        if gap > 0:
+            return STRONGER, (f"{a['attack']} beats {strongest['attack']} on the "
+                              f"deterministic {a_det['defense']} too ({there})")
+        return UNDETERMINED, ("no optimiser gap on the deterministic model, nor one beyond "
+                              f"it ({there})")
+    what = ("no white-box line of the same optimiser beaten" if same
+            else "no white-box line of the same optimiser")
+    return UNDETERMINED, f"{what}, no deterministic model with both attacks at this budget"
 
 
-CHECKERS: dict[str, Callable[[list[Line], dict[str, Traits], Thresholds], dict]] = {
+def _by_model(lines: list[Line]) -> list[list[Line]]:
+    """Lines grouped by model, the base defense's first."""
+    groups: dict[str, list[Line]] = defaultdict(list)
+    for r in lines:
+        groups[model_id(r)].append(r)
+    return sorted(groups.values(), key=lambda g: g[0].get("defense") != "base")
+
+
+def _find(lines: list[Line], optimiser: tuple[str, str]) -> Line | None:
+    return next((r for r in lines if _optimiser(r) == optimiser), None)
+
+
+MODEL_CHECKERS: dict[str, Callable[[list[Line], dict[str, Traits], Thresholds], dict]] = {
     "large_eps": check_large_eps,
+}
+BUDGET_CHECKERS: dict[str, Callable[[list[Line], dict[str, Traits], Thresholds, list[Line]],
+                                    dict]] = {
     "iterative": check_iterative,
     "iterations": check_iterations,
     "eot": check_eot,
+    "gradient_free": check_gradient_free,
     "whitebox": check_whitebox,
 }
 
@@ -224,33 +435,100 @@ def _traits(traits: dict[str, Traits], line: Line) -> Traits:
     """The attack's traits: given ones first, else those the line recorded at run time."""
     if line["attack"] in traits:
         return traits[line["attack"]]
+    free = line["attack"] in GRADIENT_FREE
     if line.get("iterative") is None:
-        return Traits()
-    return Traits(line.get("attack_strength_param") or "eps", bool(line["iterative"]))
+        return Traits(gradient_free=free)
+    return Traits(line.get("attack_strength_param") or "eps", bool(line["iterative"]), free)
+
+
+# -- reports ----------------------------------------------------------------------------------
+
+def budget_of(line: Line, traits: dict[str, Traits] | None = None) -> Budget:
+    """The budget a line's verdict is about: strength parameter, strength, targeting and
+    attacked images (``n_test``; missing reads as None)."""
+    n_test = line.get("n_test")
+    return (_traits(traits or {}, line).strength, float(line["attack_strength"]),
+            line.get("targeted"), None if missing(n_test) else int(n_test))
+
+
+def describe(budget: Budget) -> str:
+    """A budget as a reader names it: ``ε=0.251 · targeted · 10 images``."""
+    param, strength, targeted, n_test = budget
+    name = "ε" if param == "eps" else param
+    aim = {True: "targeted", False: "untargeted"}.get(targeted)
+    return " · ".join(filter(None, [f"{name}={strength:.3g}", aim,
+                                    None if n_test is None else f"{n_test} images"]))
+
+
+def verdict(checks: Mapping[str, Mapping[str, Any]]) -> str:
+    """One budget's verdict from its checks and the model's: masking and gradient-free wins
+    first, then what the white-box numbers are worth; ``ok`` if some check passed and none
+    failed, else ``unknown``."""
+    status = {name: c.get("status") for name, c in checks.items()}
+    parts = []
+    if any(status.get(c) == FAIL for c in CHECKS if c != "gradient_free"):
+        parts.append(MASKING)
+    if status.get("gradient_free") == FAIL:
+        parts.append(GRADIENT_FREE_WINS)
+    if status.get("whitebox") == FAIL:
+        parts.append(UNDERSTATES)
+    elif status.get("whitebox") == EXPLAINED:
+        parts.append(OPTIMISER)
+    if parts:
+        return "; ".join(parts)
+    return OK if PASS in status.values() else UNKNOWN
+
+
+def _summary(verdicts: list[str]) -> str:
+    """The model's verdict: every part some budget's verdict has, in the order they rank."""
+    parts = {p for v in verdicts for p in v.split("; ")}
+    order = [MASKING, GRADIENT_FREE_WINS, UNDERSTATES, OPTIMISER]
+    found = [p for p in order if p in parts]
+    if found:
+        return "; ".join(found)
+    return OK if OK in parts else UNKNOWN
+
+
+def _attacked(lines: Iterable[Line]) -> list[Line]:
+    """Evasion attack lines with a success rate: clean-only lines have none, and threat lines
+    (reprogramming …) are not evasion attacks with an ε budget."""
+    return [r for r in lines if r["attack"] != "none" and _evasion(r)
+            and r.get("attack_success_rate") is not None]
 
 
 def check_defense(lines: Iterable[Line], traits: dict[str, Traits] | None = None,
-                  thresholds: Thresholds | None = None) -> dict[str, Any]:
-    """All checks on one defense model's lines (attack-free lines are ignored, and so are
-    threat lines such as reprogramming: they are not evasion attacks with an ε budget)."""
+                  thresholds: Thresholds | None = None,
+                  reference: Iterable[Line] = ()) -> dict[str, Any]:
+    """All checks on one defense model's lines: the model's own (``checks``) and one report per
+    budget (``budgets``, each with its ``verdict`` and ``checks``), and the model's ``verdict``
+    summing them up. ``reference``: lines of deterministic models of the same dataset, which
+    tell a stronger optimiser from randomness (:func:`check_whitebox`)."""
     traits = traits or {}
     th = thresholds or Thresholds()
-    attacked = [r for r in lines if r["attack"] != "none" and _evasion(r)
-                and r.get("attack_success_rate") is not None]
-    checks = {name: fn(attacked, traits, th) for name, fn in CHECKERS.items()}
-    return {"verdict": verdict(checks), "checks": checks}
+    attacked = _attacked(lines)
+    model_checks = {name: fn(attacked, traits, th) for name, fn in MODEL_CHECKERS.items()}
+    groups: dict[Budget, list[Line]] = defaultdict(list)
+    for r in attacked:
+        groups[budget_of(r, traits)].append(r)
+    references: dict[Budget, list[Line]] = defaultdict(list)
+    for r in _attacked(reference):
+        references[budget_of(r, traits)].append(r)
+    budgets = []
+    for budget in sorted(groups, key=_order):
+        checks = {name: fn(groups[budget], traits, th, references[budget])
+                  for name, fn in BUDGET_CHECKERS.items()}
+        param, strength, targeted, n_test = budget
+        budgets.append({"budget": describe(budget), "strength_param": param,
+                        "attack_strength": strength, "targeted": targeted, "n_test": n_test,
+                        "verdict": verdict({**model_checks, **checks}), "checks": checks})
+    overall = (_summary([b["verdict"] for b in budgets]) if budgets
+               else verdict(model_checks))
+    return {"verdict": overall, "checks": model_checks, "budgets": budgets}
 
 
-def verdict(checks: dict[str, dict[str, Any]]) -> str:
-    """Masking if a masking check fails; white-box understating said beside it or alone."""
-    masking = {checks[c]["status"] for c in CHECKS if c in checks}
-    understates = checks.get("whitebox", {}).get("status") == FAIL
-    if FAIL in masking:
-        return f"{MASKING}; {UNDERSTATES}" if understates else MASKING
-    if understates:
-        return UNDERSTATES
-    statuses = masking | {checks.get("whitebox", {}).get("status")}
-    return OK if PASS in statuses else UNKNOWN
+def _order(budget: Budget) -> tuple:
+    param, strength, targeted, n_test = budget
+    return (param, strength, str(targeted), -1 if n_test is None else n_test)
 
 
 def _evasion(line: Line) -> bool:
@@ -261,23 +539,59 @@ def _evasion(line: Line) -> bool:
 
 def check_all(lines: Iterable[Line], traits: dict[str, Traits] | None = None,
               thresholds: Thresholds | None = None) -> list[dict[str, Any]]:
-    """One report per defense model found in ``lines``, in order of first appearance."""
+    """One report per defense model found in ``lines``, in order of first appearance; each
+    stochastic model's adaptive gaps are read against the deterministic models of its
+    dataset."""
     th = thresholds or Thresholds()
     groups: dict[str, list[Line]] = defaultdict(list)
     for r in lines:
         groups[model_id(r)].append(r)
-    return [
-        {"model_key": key, "dataset": group[0].get("dataset"), "defense": group[0]["defense"],
-         "params": group[0].get("params"), **check_defense(group, traits, th)}
-        for key, group in groups.items()
-    ]
+    deterministic = [r for group in groups.values() for r in group if _deterministic(r)]
+    reports = []
+    for key, group in groups.items():
+        dataset = group[0].get("dataset")
+        reference = [r for r in deterministic if r.get("dataset") == dataset
+                     and model_id(r) != key]
+        reports.append({"model_key": key, "dataset": dataset, "defense": group[0]["defense"],
+                        "params": group[0].get("params"),
+                        **check_defense(group, traits, th, reference)})
+    return reports
+
+
+def _deterministic(line: Line) -> bool:
+    """Whether a line's model is recorded as deterministic (unknown is not)."""
+    stochastic = line.get("stochastic")
+    return not missing(stochastic) and not bool(stochastic)
+
+
+def budget_verdicts(lines: Iterable[Line], traits: dict[str, Traits] | None = None,
+                    thresholds: Thresholds | None = None
+                    ) -> dict[tuple[str, float, Any, Any], str]:
+    """The verdict of every model at every budget it was attacked at, keyed by
+    ``(model id, ε, targeted, n_test)`` (:func:`.frame.model_id`; ``n_test`` None when the lines
+    lack it), for a table with one row per model and budget. Budgets of another strength
+    parameter (CW's confidence) are left out: their strengths are no ε."""
+    out = {}
+    for report in check_all(lines, traits, thresholds):
+        for b in report["budgets"]:
+            if b["strength_param"] == "eps":
+                out[(report["model_key"], b["attack_strength"], b["targeted"], b["n_test"])] = (
+                    b["verdict"])
+    return out
 
 
 def annotate(lines: list[Line], traits: dict[str, Traits] | None = None,
              thresholds: Thresholds | None = None) -> list[Line]:
-    """Copies of ``lines`` with a ``sanity`` field: their defense model's verdict."""
-    verdicts = {r["model_key"]: r["verdict"] for r in check_all(lines, traits, thresholds)}
-    return [{**r, "sanity": verdicts[model_id(r)]} for r in lines]
+    """Copies of ``lines`` with a ``sanity`` field: an attack line's is its model's verdict at
+    its budget, a clean or threat line's the model's overall verdict."""
+    traits = traits or {}
+    reports = check_all(lines, traits, thresholds)
+    overall = {r["model_key"]: r["verdict"] for r in reports}
+    at = {(r["model_key"], b["strength_param"], b["attack_strength"], b["targeted"],
+           b["n_test"]): b["verdict"] for r in reports for b in r["budgets"]}
+    attacked = {id(r) for r in _attacked(lines)}
+    return [{**r, "sanity": at[(model_id(r), *budget_of(r, traits))] if id(r) in attacked
+             else overall[model_id(r)]} for r in lines]
 
 
 def write_report(out_dir: str | Path, lines: list[Line], traits: dict[str, Traits] | None = None,
