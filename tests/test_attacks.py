@@ -31,7 +31,7 @@ REGISTRY = load_registry()
 ATTACKS = REGISTRY.names("attack")
 LINF = [n for n in ATTACKS if REGISTRY.get("attack", n).strength == "eps"]
 #: Small schedules so every attack runs in well under a second on the toy model.
-FAST = {"max_iter": 5, "binary_search_steps": 2, "eot_samples": 2}
+FAST = {"max_iter": 5, "binary_search_steps": 2, "eot_samples": 2, "max_queries": 20}
 
 
 @pytest.fixture(autouse=True)
@@ -66,8 +66,10 @@ def test_every_attack_respects_its_budget(name, targeted):
 
 @pytest.mark.parametrize("name", LINF)
 def test_linf_attacks_break_the_toy_model_at_large_eps(name):
-    line = attack_line(DeterministicToy(), Prototype(), name, 1.0, params={"max_iter": 20}
-                       if name != "fgsm" else None)
+    budget = {"max_iter": 20, "max_queries": 200}
+    valid = defaults(REGISTRY.get("attack", name))
+    line = attack_line(DeterministicToy(), Prototype(), name, 1.0,
+                       params={k: v for k, v in budget.items() if k in valid})
     floor = 0.5 if name == "fgsm" else 0.99  # FGSM's one full step overshoots the target
     assert line["attack_success_rate"] >= floor
 
@@ -155,7 +157,7 @@ def test_deterministic_crafting_model_takes_one_sample():
     assert model.calls == 1
 
 
-@pytest.mark.parametrize("name", ["cw-art", "cw", "pgd", "apgd-ce"])
+@pytest.mark.parametrize("name", ["cw-art", "cw", "pgd", "apgd-ce", "square"])
 def test_fixed_setting_queries_only_the_surrogate(name):
     deployed, surrogate = Noisy(), Prototype()
     clf = crafting_classifier("fixed", ToyDefense(surrogate_model=surrogate), deployed, SHAPE,
