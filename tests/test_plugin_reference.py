@@ -49,7 +49,7 @@ def members(cls: type) -> set[str]:
     names = {n for n in vars(cls) if not n.startswith("_")}
     names |= {n for n in vars(cls).get("__annotations__", {}) if not n.startswith("_")}
     if dataclasses.is_dataclass(cls):
-        names |= {f.name for f in dataclasses.fields(cls)}
+        names |= {f.name for f in dataclasses.fields(cls) if not f.name.startswith("_")}
     return names
 
 
