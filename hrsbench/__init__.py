@@ -47,6 +47,7 @@ _EXPORTS = {
     "bounds_of": "hrsbench.gradient",
     "des_score": "hrsbench.report.des",
     "dlr_loss": "hrsbench.gradient",
+    "evaluate": "hrsbench.api",
     "family_summary": "hrsbench.report.des",
     "fit_line": "hrsbench.report.des",
     "hookimpl": "hrsbench.hookspecs",
@@ -59,6 +60,7 @@ _EXPORTS = {
     "migrate": "hrsbench.migrate",
     "read_lines": "hrsbench.results",
     "replace_stage": "hrsbench.models",
+    "run": "hrsbench.api",
     "split_stages": "hrsbench.models",
     "summary_intervals": "hrsbench.report.stats",
     "uniform_start": "hrsbench.gradient",
@@ -98,6 +100,7 @@ __all__ = [
     "bounds_of",
     "des_score",
     "dlr_loss",
+    "evaluate",
     "family_summary",
     "fit_line",
     "hookimpl",
@@ -110,6 +113,7 @@ __all__ = [
     "migrate",
     "read_lines",
     "replace_stage",
+    "run",
     "split_stages",
     "summary_intervals",
     "uniform_start",
@@ -133,6 +137,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # for type checkers and IDEs; never executed
+    from hrsbench.api import evaluate, run
     from hrsbench.attack import Attack
     from hrsbench.cache import ModelCache
     from hrsbench.data import DataFile, Dataset, Download

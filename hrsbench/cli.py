@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -158,40 +157,37 @@ def run(
     """Train (or load) every defense in CONFIG, run its attacks, append results.jsonl, and
     write the leaderboard and figures of all its results. The config, device, plugins and output
     places are checked before any model is built."""
-    from hrsbench.config import load_config
+    from hrsbench.api import check_device, check_device_form, check_plan, resolve_config
 
-    # The cheap checks first: a config or output mistake fails before the engine's imports.
-    cfg, source = load_config(config)
-    check_device_form(device)
-    out = out or Path("runs") / Path(config or "quick").stem
-    if not dry_run:
-        leaderboard = check_places(out, leaderboard, cache_dir)
-    from hrsbench.executors import make_executor
-    from hrsbench.locks import run_lock
-    from hrsbench.runner import run as run_cells
-
-    runner = make_executor(executor, ray_address, threads_per_task, device, gpus_per_task)
-    # a plan for a GPU run may be made on a machine without one
-    check_device(device, executor, present=not dry_run)
-    reg = check_plan(cfg)
     if dry_run:
-        print_plan(cfg, reg, out, cache_dir, source, device)
-        return
-    check_data(cfg, reg, data_dir)
-    with run_lock(out, wait, on_wait=lambda who: print(f"waiting for {who}, which holds {out}",
-                                                       flush=True)):
-        console.print(f"[bold]hrsbench {__version__}[/bold] · {escape(source)} · config "
-                      f"{cfg.hash} → {escape(str(out))}", soft_wrap=True)
-        with progress_reporter() as report:
-            lines = run_cells(cfg, out, data_dir=data_dir, cache_dir=cache_dir, device=device,
-                              progress=report, reg=reg, executor=runner)
-        console.print(results_table(lines))
-        console.print(f"results: {out / 'results.jsonl'}", markup=False, soft_wrap=True)
-        from hrsbench.report.leaderboard import write_run_reports
+        cfg, source = resolve_config(config)
+        check_device_form(device)
+        from hrsbench.executors import make_executor
 
-        path = write_run_reports(out, reference=cfg.reference, leaderboard=leaderboard)
-    console.print(f"leaderboard: {path} (figures in {out / 'plots'})", markup=False,
-                  soft_wrap=True)
+        make_executor(executor, ray_address, threads_per_task, device, gpus_per_task)
+        # a plan for a GPU run may be made on a machine without one
+        check_device(device, executor, present=False)
+        out = out or Path("runs") / Path(config or "quick").stem
+        print_plan(cfg, check_plan(cfg), out, cache_dir, source, device)
+        return
+    from hrsbench.api import run as run_config
+
+    out = out or Path("runs") / Path(config or "quick").stem
+
+    def started(line: str) -> None:
+        console.print(f"[bold]hrsbench {__version__}[/bold] · {escape(line)}", soft_wrap=True)
+
+    with progress_reporter() as report:
+        done = run_config(config, out=out, data_dir=data_dir, cache_dir=cache_dir, device=device,
+                          leaderboard=leaderboard, wait=wait, executor=executor,
+                          ray_address=ray_address, threads_per_task=threads_per_task,
+                          gpus_per_task=gpus_per_task, progress=report, on_start=started,
+                          on_wait=lambda who: print(f"waiting for {who}, which holds {out}",
+                                                    flush=True))
+    console.print(results_table(done.lines))
+    console.print(f"results: {done.results}", markup=False, soft_wrap=True)
+    console.print(f"leaderboard: {done.leaderboard} (figures in {done.results.parent / 'plots'})",
+                  markup=False, soft_wrap=True)
 
 
 def print_plan(cfg: Any, reg: Any, out: Path, cache_dir: Path | None, source: str,
@@ -205,73 +201,6 @@ def print_plan(cfg: Any, reg: Any, out: Path, cache_dir: Path | None, source: st
                   markup=False, soft_wrap=True)
     for line in dry_run(expand(cfg, reg), out, ModelCache(cache_dir), reg, device):
         console.print(line, markup=False, soft_wrap=True, highlight=False)
-
-
-def check_device_form(device: str) -> None:
-    """``--device`` is written as a device hrsbench runs on (checked before importing torch)."""
-    if not re.fullmatch(r"cpu|cuda(:\d+)?", device):
-        raise HrsbenchError(f"--device {device!r} is not a device; use cpu, cuda or cuda:N")
-
-
-def check_device(device: str, executor: str = "local", present: bool = True) -> None:
-    """``--device`` (its form already checked by :func:`check_device_form`) names a device this
-    machine has, or one line saying what it has. On Ray the GPUs are the cluster's (Ray gives
-    each task its share), and with ``present=False`` (a dry run, planned anywhere) nothing needs
-    to be there, so only the form is checked then."""
-    if executor == "ray" and device.startswith("cuda"):
-        if device != "cuda":
-            raise HrsbenchError(f"--device {device}: on Ray, each task gets a GPU from Ray; "
-                                "use --device cuda")
-        return
-    if not present:
-        return
-    import torch
-
-    dev = torch.device(device)
-    if dev.type == "cuda":
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if count == 0:
-            raise HrsbenchError(f"--device {device}: no CUDA device is available; use cpu")
-        if dev.index is not None and dev.index >= count:
-            raise HrsbenchError(f"--device {device}: this machine has {count} CUDA device(s), "
-                                f"cuda:0 to cuda:{count - 1}")
-
-
-def check_plan(cfg: Any) -> Any:
-    """Plugin names, parameters and strength ranges, through the registry, before any output;
-    returns the registry."""
-    from hrsbench.cells import expand
-    from hrsbench.config import check_strengths
-    from hrsbench.plugins import registry
-
-    reg = registry()
-    check_strengths(cfg, reg)
-    expand(cfg, reg)
-    return reg
-
-
-def check_data(cfg: Any, reg: Any, data_dir: Path | None) -> None:
-    """The dataset's files are there (fetched if missing, checksums verified) and its test split
-    holds the images asked for: n_test beyond it would be silently capped."""
-    x_test, _ = reg.get("dataset", cfg.dataset)().load("test", cfg.n_clean, data_dir)
-    if cfg.attacks and cfg.n_test > len(x_test):
-        raise HrsbenchError(f"n_test = {cfg.n_test}, but {cfg.dataset} has only {len(x_test)} "
-                            "test images; lower n_test")
-
-
-def check_places(out: Path, leaderboard: Path | None, cache_dir: Path | None) -> Path:
-    """Every place a run writes, proven writable before any model is built; returns the
-    leaderboard path."""
-    from hrsbench.paths import default_cache_dir, writable_dir, writable_file
-
-    writable_dir(out, "--out")
-    results = out / "results.jsonl"
-    if results.exists():
-        writable_file(results, "--out")
-    if (out / "plots").exists():
-        writable_dir(out / "plots", "--out")
-    writable_dir(cache_dir or default_cache_dir(), "--cache-dir")
-    return writable_file(leaderboard or out / "leaderboard.md", "--leaderboard")
 
 
 @contextmanager
