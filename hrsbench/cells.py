@@ -117,11 +117,13 @@ class Cell:
         return cell_key(self.model_spec(), self.threat_spec(), self.evaluation())
 
 
-def defense_traits(dcls: type) -> Traits:
-    """What a defense class declares (attack traits are filled in per attack)."""
+def defense_traits(defense: Any) -> Traits:
+    """What a defense class, or one parameter set of it, declares (attack traits are filled in
+    per attack): a parameter set may decide whether the model is stochastic."""
     from hrsbench.defense import Defense
 
-    return Traits(bool(dcls.stochastic), dcls.expectation is not Defense.expectation,
+    dcls = defense if isinstance(defense, type) else type(defense)
+    return Traits(bool(defense.stochastic), dcls.expectation is not Defense.expectation,
                   getattr(dcls, "strength", None), False, None)
 
 
@@ -138,10 +140,10 @@ def expand(cfg: RunConfig, registry: Registry) -> list[Cell]:
     for d in cfg.defenses:
         reg = registry.registration("defense", d.name)
         dcls = reg.cls
-        traits = defense_traits(dcls)
         for p in combinations(d):
-            instantiate(dcls, p, f"defense {d.name!r}")
-            full = {**defaults(dcls), **p}
+            defense = instantiate(dcls, p, f"defense {d.name!r}")
+            full = {**defaults(dcls), **p, **defense.identity()}
+            traits = defense_traits(defense)
             for seed in cfg.seeds:  # one model, and its cells, per seed
                 clean = Cell(cfg.dataset, cfg.n_train, cfg.n_test, cfg.n_clean, cfg.epochs,
                              seed, d.name, full, "none", {}, 0.0, "none", cfg.targeted,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from torch import nn
 
@@ -41,6 +41,13 @@ class Defense(ABC):
         the defense's name and parameters."""
         trainer.fit(model, checkpoint=trainer.key_for("fit", self.name, as_dict(self)),
                     label=self.name)
+
+    def identity(self) -> dict[str, Any]:
+        """Values derived from the parameters that decide the trained model without being
+        written in the config (a checkpoint file's hash): added to the model's parameters, and
+        so to its cache key and every cell key of it. Each must be a field, so that the engine
+        can instantiate the defense from a result line's parameters."""
+        return {}
 
     def surrogate(self, model: nn.Module) -> nn.Module:
         """The model with its randomness removed or frozen, for the ``fixed`` attack setting."""
