@@ -127,3 +127,39 @@ def test_square_attacks_images_only():
     clf = classifier(Prototype())
     with pytest.raises(ValueError, match="images shaped"):
         Square().run(clf, torch.zeros(2, 16), torch.zeros(2, dtype=torch.long), None, 0.1)
+
+
+@pytest.fixture
+def gpu() -> torch.device:
+    """The device under test: the GPU, or the CPU standing in for it when asked to
+    (``HRSBENCH_CUDA_TESTS_ON=cpu``, as tests/test_cuda.py)."""
+    import os
+
+    if os.environ.get("HRSBENCH_CUDA_TESTS_ON") == "cpu":
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    return torch.device("cuda")
+
+
+@pytest.mark.cuda
+def test_square_on_the_gpu_breaks_the_toy_and_averages_its_eot_queries_there(gpu):
+    x, y = toy_data(10)
+    t = (y + 1) % N_CLASSES
+    model = Prototype().to(gpu)
+    clf = Classifier(model, SHAPE, N_CLASSES, device=str(gpu), stochastic=False)
+    adv = Square(max_queries=500).generate(clf, x, y, 1.0, t)
+    assert adv.dtype == np.float32 and np.abs(adv - x).max() <= 1.0 + 1e-6
+    pred = model(torch.from_numpy(adv).to(gpu)).argmax(1).cpu().numpy()
+    assert (pred == t).all()
+    noisy = Noisy(sigma=0.3).to(gpu)
+    clf = Classifier(noisy, SHAPE, N_CLASSES, eot_samples=3, device=str(gpu))
+    Square(max_queries=5).generate(clf, x, y, 0.1, t)
+    assert noisy.calls == 5 * 3
+    xt = torch.from_numpy(x).to(gpu)
+    torch.manual_seed(2)
+    scores = Square().scores(clf, xt)
+    torch.manual_seed(2)
+    mean = torch.stack([torch.softmax(noisy(xt).double(), 1) for _ in range(3)]).mean(0)
+    assert scores.device.type == gpu.type
+    torch.testing.assert_close(scores, mean.log())
