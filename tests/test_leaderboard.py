@@ -236,3 +236,34 @@ def test_headline_rows_without_a_des_have_no_rank(tmp_path):
     rows = [line for line in out.read_text().splitlines() if "no DES: Δt + η ≤ 0" in line]
     assert rows and all(line.startswith("| — |") for line in rows)
     assert "| nan |" not in out.read_text()
+
+
+def test_headline_rows_carry_their_own_budgets_sanity_verdict(tmp_path):
+    """Each headline table shows each model's verdict at that table's budget (ε, targeting,
+    attacked images), not the verdict of some other budget of the model."""
+    from collections import Counter
+
+    from hrsbench.report.sanity import budget_verdicts
+
+    repo = Path(__file__).resolve().parents[1] / "leaderboards" / "mnist-paper"
+    paths = [repo / "results.jsonl", repo / "headline" / "results.jsonl"]
+    out = tmp_path / "lb.md"
+    write_leaderboard(paths, out)
+    expected: dict[tuple[str, int], Counter[str]] = {}
+    for (_, eps, _targeted, n_test), verdict in budget_verdicts(
+            merge_results(*paths).records).items():
+        expected.setdefault((f"{eps:g}", int(n_test)), Counter())[verdict] += 1
+    text = out.read_text()
+    sections = re.findall(r"^### Headline · mnist · ε=(\S+) · targeted · (\d+) attacked images"
+                          r"\n(.*?)(?=^### |^## |\Z)", text, re.M | re.S)
+    assert len(sections) >= 4
+    checked = 0
+    for eps, n_test, body in sections:
+        rows = [r.split(" | ") for r in body.splitlines() if r.startswith("| ")]
+        if not rows or "sanity" not in rows[0]:
+            continue  # a saturated budget prints no ranking
+        col = rows[0].index("sanity")
+        shown = Counter(r[col] for r in rows[1:])  # the header, then every model (no "|---")
+        assert shown == expected[(eps, int(n_test))], (eps, n_test)
+        checked += 1
+    assert checked >= 3

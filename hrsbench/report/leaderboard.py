@@ -20,7 +20,7 @@ import pandas as pd
 
 from hrsbench.report.build import Report, build_report, flags
 from hrsbench.report.des import BASE, ETA, BehaviourRange, varying_keys
-from hrsbench.report.frame import MODEL, several_image_sets
+from hrsbench.report.frame import MODEL, missing, several_image_sets
 from hrsbench.report.merge import last_finished, merge_results
 from hrsbench.report.reprogramming import reprogramming_markdown, reprogramming_table
 from hrsbench.report.stats import rank_number, resolution_sentence
@@ -150,18 +150,28 @@ def _headline_section(report: Report) -> list[str]:
            "*white-box DES* over non-adaptive white-box attacks only (APGD with EOT is "
            "adaptive); brackets are 95 % intervals."]
     clean = _clean_intervals(report.per_model)
-    verdicts = _verdicts(report, report.per_model)
     if report.unpooled is not None:  # a pooled row's model is its seeds' models joined by "+"
         clean.update(_clean_intervals(report.scored))
-        verdicts.update(_verdicts(report, report.scored))
     keys = ["dataset", "attack_strength", "targeted", "n_test"]
     for key, budget in worst.groupby(keys, sort=True, dropna=False):
         dataset, eps, targeted, n_test = key
         title = (f"### Headline · {dataset} · ε={eps:g} · "
                  f"{'targeted' if targeted else 'untargeted'} · {count(n_test)} attacked images")
+        verdicts = _verdicts(report, _at_budget(report.per_model, key))
+        if report.unpooled is not None:
+            verdicts.update(_verdicts(report, _at_budget(report.scored, key)))
         out += ["", title, ""]
         out += _headline_table(report, budget, clean, verdicts)
     return out
+
+
+def _at_budget(lines: pd.DataFrame, key: tuple[Any, ...]) -> pd.DataFrame:
+    """The attack lines of one headline budget (dataset, ε, targeting, attacked images): they
+    carry their model's sanity verdict at that budget (:func:`.sanity.annotate`)."""
+    mask = lines["attack"] != "none"
+    for col, value in zip(("dataset", "attack_strength", "targeted", "n_test"), key, strict=True):
+        mask &= lines[col].isna() if missing(value) else lines[col] == value
+    return lines[mask]
 
 
 def _headline_table(report: Report, budget: pd.DataFrame, clean: dict[str, tuple[Any, Any]],
