@@ -155,26 +155,50 @@ def run(
     out = Path(out) if out is not None else Path("runs") / name
     data_dir = Path(data_dir) if data_dir is not None else None
     cache_dir = Path(cache_dir) if cache_dir is not None else None
-    leaderboard = check_places(out, Path(leaderboard) if leaderboard else None, cache_dir)
     from hrsbench.executors import make_executor
+
+    runner = make_executor(executor, ray_address, threads_per_task, device, gpus_per_task)
+    if preflight := getattr(runner, "preflight", None):
+        preflight()  # a cluster that does not answer is refused before anything is written
+    fresh = not out.exists()
+    leaderboard = check_places(out, Path(leaderboard) if leaderboard else None, cache_dir)
     from hrsbench.locks import run_lock
     from hrsbench.runner import run as run_cells
 
-    runner = make_executor(executor, ray_address, threads_per_task, device, gpus_per_task)
-    check_device(device, executor)
-    reg = check_plan(cfg, reg)
-    check_data(cfg, reg, data_dir)
-    with run_lock(out, wait, on_wait=on_wait):
-        if on_start:
-            on_start(f"{source} · config {cfg.hash} → {out}")
-        lines = run_cells(cfg, out, data_dir=data_dir, cache_dir=cache_dir, device=device,
-                          progress=progress, reg=reg, executor=runner)
-        path = None
-        if reports:
-            from hrsbench.report.leaderboard import write_run_reports
+    try:
+        check_device(device, executor)
+        reg = check_plan(cfg, reg)
+        check_data(cfg, reg, data_dir)
+        with run_lock(out, wait, on_wait=on_wait):
+            if on_start:
+                on_start(f"{source} · config {cfg.hash} → {out}")
+            lines = run_cells(cfg, out, data_dir=data_dir, cache_dir=cache_dir, device=device,
+                              progress=progress, reg=reg, executor=runner)
+            path = None
+            if reports:
+                from hrsbench.report.leaderboard import write_run_reports
 
-            path = write_run_reports(out, reference=cfg.reference, leaderboard=leaderboard)
+                path = write_run_reports(out, reference=cfg.reference, leaderboard=leaderboard)
+    except HrsbenchError:
+        if fresh:
+            _remove_if_unused(out)
+        raise
     return Run(lines, out / "results.jsonl", path, cfg.hash, source)
+
+
+def _remove_if_unused(out: Path) -> None:
+    """Remove an output folder a refused run created, if nothing but its lock files is in it:
+    a refusal leaves no trace to confuse the next run."""
+    from hrsbench.locks import RUN_LOCK
+
+    leftovers = {RUN_LOCK, f"{RUN_LOCK}.owner"}
+    try:
+        if out.is_dir() and all(p.name in leftovers for p in out.iterdir()):
+            for p in out.iterdir():
+                p.unlink(missing_ok=True)
+            out.rmdir()
+    except OSError:
+        pass  # another process took the folder meanwhile: it is not ours to remove
 
 
 # ---------------------------------------------------------------- your own model

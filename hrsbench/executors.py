@@ -24,6 +24,8 @@ EXECUTORS = ("local", "ray")
 
 #: Times Ray reruns a task whose worker process died (killed, out of memory, node lost).
 MAX_RETRIES = 3
+#: Seconds a cluster address may take to accept a connection before the run is refused.
+PROBE_TIMEOUT_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -183,6 +185,36 @@ class RayExecutor:
         self.gpus = gpus_per_task
         self.num_cpus = num_cpus
 
+    def preflight(self) -> None:
+        """Before anything is written: Ray is installed, and a cluster address given as
+        HOST:PORT answers. Ray itself retries a silent address for minutes; a refused or
+        unanswered connection here is one line within seconds."""
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            raise HrsbenchError(
+                "--executor ray needs Ray: pip install 'hrsbench[ray]'"
+            ) from None
+        if not self.address or self.address == "auto" or "://" in self.address:
+            return
+        host, _, port = self.address.rpartition(":")
+        if not host or not port.isdigit():
+            raise HrsbenchError(f"--ray-address {self.address!r}: give HOST:PORT of the "
+                                "cluster's head (ray start --head prints it) or 'auto'")
+        import socket
+
+        try:
+            with socket.create_connection((host, int(port)), timeout=PROBE_TIMEOUT_S):
+                pass
+        except OSError as e:
+            cause = "connection refused" if isinstance(e, ConnectionRefusedError) else (
+                f"no answer within {PROBE_TIMEOUT_S:g} s" if isinstance(e, TimeoutError)
+                else describe(e))
+            raise HrsbenchError(
+                f"cannot join the Ray cluster at {self.address}: {cause}; start its head there "
+                f"(ray start --head --port={port}) or give the address it prints "
+                "(--ray-address HOST:PORT, or auto on one of its nodes)") from None
+
     @contextlib.contextmanager
     def _cluster(self) -> Iterator[Any]:
         """Join the cluster at ``address`` ("auto": the one this machine belongs to), or start a
@@ -204,8 +236,11 @@ class RayExecutor:
         try:
             ray.init(**kwargs)
         except (ConnectionError, ValueError, RuntimeError) as e:
-            where = self.address or "a local instance"
-            raise HrsbenchError(f"cannot start Ray at {where}: {describe(e)}") from None
+            what = f"join the Ray cluster at {self.address}" if self.address else \
+                "start a local Ray instance"
+            hint = ("; the cluster uses token authentication: set RAY_AUTH_MODE=token and "
+                    "RAY_AUTH_TOKEN to its token here" if "auth" in str(e).lower() else "")
+            raise HrsbenchError(f"cannot {what}: {describe(e)}{hint}") from None
         try:
             yield ray
         finally:

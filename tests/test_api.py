@@ -151,3 +151,43 @@ def test_module_defense_mistakes_are_one_line(tmp_path, small_model, params, wor
 
 def wrong_net() -> nn.Module:
     return nn.Sequential(nn.Flatten(), nn.Linear(784, 5))
+
+
+def test_a_cluster_that_does_not_answer_is_refused_at_once_leaving_nothing(tmp_path):
+    """A wrong --ray-address is one line naming it, within seconds, and no output folder."""
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "out"
+    start = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-c", "from hrsbench.cli import app; app()", "run", "quick", "--out",
+         str(out), "--executor", "ray", "--ray-address", f"127.0.0.1:{port}"],
+        capture_output=True, text=True, timeout=120)
+    took = time.perf_counter() - start
+    assert proc.returncode == 1 and took < 30, (took, proc.stderr)
+    error = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(error) == 1 and f"127.0.0.1:{port}" in error[0] and "refused" in error[0]
+    assert not out.exists()
+
+
+def test_a_run_refused_after_taking_its_folder_removes_it(tmp_path, monkeypatch):
+    """A refusal raised once the folder is held (here: the data check) leaves no folder or lock
+    behind; a folder that existed before is left as it was."""
+    def refuse(*args, **kwargs):
+        raise HrsbenchError("refused for the test")
+
+    monkeypatch.setattr("hrsbench.api.check_data", refuse)
+    config = {"dataset": "mnist", "epochs": 1, "n_test": 1, "defenses": [{"name": "base"}]}
+    with pytest.raises(HrsbenchError, match="refused for the test"):
+        hrsbench.run(config, out=tmp_path / "new")
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "old").mkdir()
+    with pytest.raises(HrsbenchError):
+        hrsbench.run(config, out=tmp_path / "old")
+    assert (tmp_path / "old").is_dir()

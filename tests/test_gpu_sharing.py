@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import time
+from pathlib import Path
 
 import pytest
 
@@ -23,34 +24,39 @@ def one_gpu_cluster():
     ray.shutdown()
 
 
-def hold(seconds: float) -> tuple[float, float, list[str]]:
-    """Hold the granted resources for ``seconds``; returns when, and which GPU Ray gave."""
-    start = time.time()
-    time.sleep(seconds)
-    return start, time.time(), [str(g) for g in ray.get_gpu_ids()]
+def hold(folder: str, me: str, other: str, wait_s: float) -> tuple[bool, list[str]]:
+    """Hold the granted resources until the other task is seen holding its own (or ``wait_s``
+    passes): whether it was seen, and which GPU Ray gave. A rendezvous, not a timing: a loaded
+    machine may start the second worker late, but two tasks that hold the GPU at once meet."""
+    (Path(folder) / me).write_text("holding")
+    deadline = time.time() + wait_s
+    seen = False
+    while time.time() < deadline and not seen:
+        seen = (Path(folder) / other).exists()
+        time.sleep(0.05)
+    time.sleep(0.2)  # still holding when the other looks
+    (Path(folder) / me).unlink()
+    return seen, [str(g) for g in ray.get_gpu_ids()]
 
 
-def spans(gpus: float) -> list[tuple[float, float, list[str]]]:
-    tasks = [Task(f"t{i}", f"t{i}", "cell", hold, (1.5,)) for i in range(2)]
-    done: dict[str, tuple[float, float, list[str]]] = {}
+def meetings(gpus: float, folder: Path, wait_s: float) -> list[tuple[bool, list[str]]]:
+    tasks = [Task("a", "a", "cell", hold, (str(folder), "a", "b", wait_s)),
+             Task("b", "b", "cell", hold, (str(folder), "b", "a", wait_s))]
+    done: dict[str, tuple[bool, list[str]]] = {}
     failures = RayExecutor(gpus_per_task=gpus).run(tasks, lambda t, r: done.__setitem__(t.key, r))
     assert not failures
-    return [done["t0"], done["t1"]]
+    return [done["a"], done["b"]]
 
 
-def overlap(a: tuple[float, float, list[str]], b: tuple[float, float, list[str]]) -> float:
-    return min(a[1], b[1]) - max(a[0], b[0])
+def test_half_a_gpu_each_lets_two_tasks_hold_one_gpu_at_once(one_gpu_cluster, tmp_path):
+    (a_seen, a_gpu), (b_seen, b_gpu) = meetings(0.5, tmp_path, wait_s=60)
+    assert a_gpu == b_gpu == ["0"]  # both were granted the one GPU
+    assert a_seen and b_seen  # and each saw the other holding it
 
 
-def test_half_a_gpu_each_lets_two_tasks_hold_one_gpu_at_once(one_gpu_cluster):
-    a, b = spans(0.5)
-    assert a[2] == b[2] == ["0"]  # both were granted the one GPU
-    assert overlap(a, b) > 1.0  # and held it together
-
-
-def test_a_whole_gpu_each_runs_them_one_after_another(one_gpu_cluster):
-    a, b = spans(1)
-    assert overlap(a, b) <= 0
+def test_a_whole_gpu_each_runs_them_one_after_another(one_gpu_cluster, tmp_path):
+    (a_seen, _), (b_seen, _) = meetings(1, tmp_path, wait_s=2)
+    assert not a_seen and not b_seen
 
 
 @pytest.mark.parametrize("executor, device, gpus, words", [
