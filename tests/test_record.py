@@ -27,6 +27,8 @@ ROOT = Path(__file__).resolve().parent.parent
 PUBLISHED = [ROOT / "leaderboards/mnist-paper/results.jsonl",
              ROOT / "leaderboards/cifar10-paper-cpu/results.jsonl",
              ROOT / "docs/quick/results.jsonl"]
+#: A quick run's lines as schema 1 wrote them (no schema_version, no per-example counts).
+SCHEMA_1 = ROOT / "tests/data/quick-schema-1.jsonl"
 
 
 def make_line(**metrics: object) -> ResultLine:
@@ -103,8 +105,8 @@ def written_before_schema_2(path: Path) -> bool:
     return "schema_version" not in json.loads(path.read_text().splitlines()[0])
 
 
-@pytest.mark.parametrize("path", [p for p in PUBLISHED if written_before_schema_2(p)],
-                         ids=lambda p: p.parent.name)
+@pytest.mark.parametrize("path", [p for p in [*PUBLISHED, SCHEMA_1]
+                                  if written_before_schema_2(p)], ids=lambda p: p.stem)
 def test_published_lines_migrate_with_the_same_numbers(path):
     for raw in path.read_text().splitlines():
         v1 = json.loads(raw)
@@ -184,7 +186,7 @@ def test_load_results_decodes_the_counts(tmp_path):
     store = ResultStore(tmp_path / "results.jsonl")
     store.append(make_line(successes=encode_counts([0, 5, 3]), successes_pick=encode_counts(
         [0, 2, 1])))
-    old = json.loads(PUBLISHED[2].read_text().splitlines()[1])  # a v1 line: no counts
+    old = json.loads(SCHEMA_1.read_text().splitlines()[1])  # a v1 line: no counts
     with open(tmp_path / "results.jsonl", "a") as f:
         f.write(json.dumps(old) + "\n")
     df = load_results(tmp_path / "results.jsonl")
