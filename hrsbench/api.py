@@ -54,6 +54,19 @@ def resolve_config(config: str | Path | Mapping[str, Any] | RunConfig | None
     return load_config(None if config is None else str(config))
 
 
+def with_precision(cfg: RunConfig, precision: str | None) -> RunConfig:
+    """``cfg`` with its precision replaced (None: as it is); a bad value is one line."""
+    if precision is None:
+        return cfg
+    import dataclasses
+
+    from hrsbench.config import parse_config
+
+    if precision not in ("auto", "fp32", "bf16"):
+        raise HrsbenchError(f"--precision {precision!r}: use auto, fp32 or bf16")
+    return parse_config({**dataclasses.asdict(cfg), "precision": precision})
+
+
 def check_device_form(device: str) -> None:
     """``device`` is written as a device hrsbench runs on (checked before importing torch)."""
     if not re.fullmatch(r"cpu|cuda(:\d+)?", device):
@@ -134,6 +147,7 @@ def run(
     ray_address: str | None = None,
     threads_per_task: int | None = None,
     gpus_per_task: float | None = None,
+    precision: str | None = None,
     progress: Progress | None = None,
     on_start: Callable[[str], None] | None = None,
     on_wait: Callable[[str], None] | None = None,
@@ -146,9 +160,10 @@ def run(
     :class:`~hrsbench.HrsbenchError` line; then every unfinished cell runs and, with ``reports``,
     the leaderboard, figures and sanity checks are written beside ``results.jsonl``.
 
-    ``on_start(line)`` is told once the output folder is held; ``on_wait(who)`` when another run
-    holds it and ``wait`` is set."""
+    ``precision`` ("auto", "fp32", "bf16") replaces the config's. ``on_start(line)`` is told once
+    the output folder is held; ``on_wait(who)`` when another run holds it and ``wait`` is set."""
     cfg, source = resolve_config(config)
+    cfg = with_precision(cfg, precision)
     check_device_form(device)
     name = Path(str(config)).stem if isinstance(config, str | Path) else "quick" \
         if config is None else "run"

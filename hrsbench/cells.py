@@ -70,6 +70,9 @@ class Cell:
     traits: Traits = field(default_factory=lambda: Traits(False, False, None, False, None))
     #: The threat kind recorded for a threat cell (``Kind`` value).
     threat_kind: str = Kind.THREAT.value
+    #: The arithmetic the model trains in ("fp32" or "bf16"): the config's, resolved for the
+    #: run's device (:func:`hrsbench.precision.resolve`).
+    precision: str = "fp32"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -83,7 +86,8 @@ class Cell:
 
     def model_spec(self) -> ModelSpec:
         return ModelSpec(self.dataset, self.defense, plain(self.params), self.seed, self.n_train,
-                         self.epochs, self.defense_package, self.defense_version)
+                         self.epochs, self.defense_package, self.defense_version,
+                         self.precision)
 
     def threat_spec(self) -> ThreatSpec:
         if self.kind == "threat":
@@ -104,8 +108,9 @@ class Cell:
         """What determines training apart from the defense: a defense adds its own name and
         parameters to it, or only the parts that matter (HRS channels are reused across widths).
         The defense plugin's package and version are part of it: a new version retrains."""
-        return stable_hash([MODEL_FORMAT, self.dataset, self.n_train, self.epochs, self.seed,
-                            self.defense_package, self.defense_version])
+        parts = [MODEL_FORMAT, self.dataset, self.n_train, self.epochs, self.seed,
+                 self.defense_package, self.defense_version]
+        return stable_hash(parts if self.precision == "fp32" else [*parts, self.precision])
 
     @property
     def model_key(self) -> str:
@@ -127,15 +132,19 @@ def defense_traits(defense: Any) -> Traits:
                   getattr(dcls, "strength", None), False, None)
 
 
-def expand(cfg: RunConfig, registry: Registry) -> list[Cell]:
+def expand(cfg: RunConfig, registry: Registry, device: str = "cpu") -> list[Cell]:
     """All cells of ``cfg``, validating plugin names and parameters against the registry.
 
     Each defense parameter set gets a clean-only cell (attack "none") so its clean accuracy is
     recorded even without attacks; settings that cannot differ for a defense are dropped. Each
     threat parameter set gets one cell per defense parameter set. Every cell is made once per
-    training seed (``cfg.seeds``): the seed is part of the model's and the cell's key.
+    training seed (``cfg.seeds``): the seed is part of the model's and the cell's key. The
+    config's precision is resolved for ``device`` ("auto": bf16 where it is native).
     """
+    from hrsbench.precision import resolve
+
     registry.get("dataset", cfg.dataset)
+    precision = resolve(cfg.precision, device)
     cells = []
     for d in cfg.defenses:
         reg = registry.registration("defense", d.name)
@@ -148,7 +157,7 @@ def expand(cfg: RunConfig, registry: Registry) -> list[Cell]:
                 clean = Cell(cfg.dataset, cfg.n_train, cfg.n_test, cfg.n_clean, cfg.epochs,
                              seed, d.name, full, "none", {}, 0.0, "none", cfg.targeted,
                              cfg.repeats, 1, defense_package=reg.package,
-                             defense_version=reg.version, traits=traits)
+                             defense_version=reg.version, traits=traits, precision=precision)
                 cells.append(clean)
                 cells.extend(_attack_cells(cfg, registry, clean, _settings_for(traits)))
                 cells.extend(_threat_cells(cfg, registry, clean))

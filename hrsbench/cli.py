@@ -144,6 +144,11 @@ def run(
         int | None, typer.Option(help="CPU threads (and Ray CPUs) per task; default: torch's "
                                       "own count locally, 1 on Ray")
     ] = None,
+    precision: Annotated[
+        str | None, typer.Option(help="Training arithmetic: fp32, bf16 (autocast) or auto (bf16 "
+                                      "where the device computes it natively); default: the "
+                                      "config's (fp32)")
+    ] = None,
     gpus_per_task: Annotated[
         float | None, typer.Option(help="With --executor ray and --device cuda: the share of "
                                         "a GPU each task asks Ray for (0.25: four tasks per "
@@ -157,10 +162,17 @@ def run(
     """Train (or load) every defense in CONFIG, run its attacks, append results.jsonl, and
     write the leaderboard and figures of all its results. The config, device, plugins and output
     places are checked before any model is built."""
-    from hrsbench.api import check_device, check_device_form, check_plan, resolve_config
+    from hrsbench.api import (
+        check_device,
+        check_device_form,
+        check_plan,
+        resolve_config,
+        with_precision,
+    )
 
     if dry_run:
         cfg, source = resolve_config(config)
+        cfg = with_precision(cfg, precision)
         check_device_form(device)
         from hrsbench.executors import make_executor
 
@@ -181,7 +193,8 @@ def run(
         done = run_config(config, out=out, data_dir=data_dir, cache_dir=cache_dir, device=device,
                           leaderboard=leaderboard, wait=wait, executor=executor,
                           ray_address=ray_address, threads_per_task=threads_per_task,
-                          gpus_per_task=gpus_per_task, progress=report, on_start=started,
+                          gpus_per_task=gpus_per_task, precision=precision, progress=report,
+                          on_start=started,
                           on_wait=lambda who: print(f"waiting for {who}, which holds {out}",
                                                     flush=True))
     console.print(results_table(done.lines))
@@ -199,7 +212,7 @@ def print_plan(cfg: Any, reg: Any, out: Path, cache_dir: Path | None, source: st
 
     console.print(f"plan of {source} → {out} (estimates from {out / 'results.jsonl'})",
                   markup=False, soft_wrap=True)
-    for line in dry_run(expand(cfg, reg), out, ModelCache(cache_dir), reg, device):
+    for line in dry_run(expand(cfg, reg, device), out, ModelCache(cache_dir), reg, device):
         console.print(line, markup=False, soft_wrap=True, highlight=False)
 
 

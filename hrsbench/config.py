@@ -122,6 +122,9 @@ class RunConfig:
     #: Gradients sampled for the grad_std metric; fewer than 2 skips it.
     grad_samples: Annotated[StrictInt, Field(ge=0)] = 20
     batch_size: Count = 256
+    #: Training arithmetic: "fp32"; "bf16" (autocast, fp32 master weights and optimizer
+    #: state); "auto": bf16 where the run's device computes it natively, else fp32.
+    precision: Literal["auto", "fp32", "bf16"] = "fp32"
     defenses: Annotated[list[DefenseEntry], Field(min_length=1)] = field(default_factory=list)
     attacks: list[AttackEntry] = field(default_factory=list)
     threats: list[ThreatEntry] = field(default_factory=list)
@@ -174,6 +177,8 @@ class RunConfig:
         however it was written, so configs written before ``seeds`` existed keep their hash."""
         d = asdict(self)
         del d["reference"]
+        if d["precision"] == "fp32":  # configs written before precision existed keep their hash
+            del d["precision"]
         if len(d["seeds"]) == 1:
             d["seed"] = d.pop("seeds")[0]
         if not d["threats"]:

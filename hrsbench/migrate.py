@@ -12,6 +12,9 @@ Version 1 lines (no ``schema_version``) are flat objects. Migrating one:
 - recomputes the cell and model keys from the migrated identity, so rerunning the config that
   made a line finds its cell.
 
+Version 2 lines become version 3 by recording ``model.precision = "fp32"``: every model before
+version 3 was trained in fp32, and an fp32 model's key is the one version 2 computed.
+
 The numbers (rates, accuracies, timings) are carried over unchanged.
 """
 
@@ -80,9 +83,19 @@ def migrate(data: dict[str, Any]) -> dict[str, Any]:
     if version == SCHEMA_VERSION:
         return data
     if version == 1:
-        return v1_to_v2(data)
+        return v2_to_v3(v1_to_v2(data))
+    if version == 2:
+        return v2_to_v3(data)
     raise HrsbenchError(f"result field 'schema_version' is {version!r}; this hrsbench reads "
                         f"1 to {SCHEMA_VERSION} (upgrade hrsbench to read newer lines)")
+
+
+def v2_to_v3(v2: dict[str, Any]) -> dict[str, Any]:
+    """One version 2 line as a version 3 line: its model was trained in fp32 (precision was
+    recorded from version 3 on), which leaves its model and cell keys as they were."""
+    model = v2.get("model")
+    return {**v2, "schema_version": 3,
+            "model": {**model, "precision": "fp32"} if isinstance(model, dict) else model}
 
 
 def v1_to_v2(v1: dict[str, Any]) -> dict[str, Any]:
@@ -105,8 +118,8 @@ def v1_to_v2(v1: dict[str, Any]) -> dict[str, Any]:
                                          "python_version", "config_hash", "finished_at",
                                          "time_s", "train_time_s")}
     return {
-        "schema_version": SCHEMA_VERSION,
-        "model": asdict(model),
+        "schema_version": 2,
+        "model": {k: v for k, v in asdict(model).items() if k != "precision"},
         "threat": {**asdict(threat), "kind": threat.kind.value, "setting": threat.setting.value},
         "evaluation": asdict(evaluation),
         "metrics": metrics,

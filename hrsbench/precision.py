@@ -28,6 +28,14 @@ def cpu_flags() -> frozenset[str]:
     return frozenset()
 
 
+def resolve(precision: str, device: str = "cpu") -> str:
+    """The precision a run trains in: "auto" becomes "bf16" where ``device`` computes bf16
+    natively and "fp32" elsewhere; "fp32" and "bf16" are taken as asked."""
+    if precision == "auto":
+        return "bf16" if bf16_native(device) else "fp32"
+    return precision
+
+
 def bf16_native(device: str = "cpu", flags: frozenset[str] | None = None) -> bool:
     """Whether ``device`` ("cpu", "cuda", "cuda:N") computes bf16 natively; ``flags`` stands in
     for the CPU's own (for tests)."""

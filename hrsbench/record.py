@@ -31,7 +31,7 @@ from hrsbench.errors import HrsbenchError
 from hrsbench.storage import stable_hash
 
 #: The version of the line format :class:`ResultLine` writes.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 #: Bumped when training code changes what a cached model contains: part of every model key.
 MODEL_FORMAT = 2
 
@@ -75,11 +75,16 @@ class ModelSpec:
     #: The distribution that provided the defense plugin, and its version.
     package: str
     version: str
+    #: The arithmetic the model was trained in: "fp32", or "bf16" (autocast, fp32 weights).
+    precision: str = "fp32"
 
     def key(self) -> str:
-        """The model-cache key: a new plugin version never reuses an old model."""
-        return stable_hash([MODEL_FORMAT, self.dataset, self.n_train, self.epochs, self.seed,
-                            self.defense, self.params, self.package, self.version])
+        """The model-cache key: a new plugin version never reuses an old model, nor a run in
+        one precision a model trained in the other (fp32 keys are those written before
+        precision was recorded, so their cached models and lines stay valid)."""
+        parts = [MODEL_FORMAT, self.dataset, self.n_train, self.epochs, self.seed,
+                 self.defense, self.params, self.package, self.version]
+        return stable_hash(parts if self.precision == "fp32" else [*parts, self.precision])
 
 
 @dataclass(frozen=True)
@@ -289,7 +294,7 @@ class ResultLine:
             "schema_version": self.schema_version,
             "dataset": m.dataset, "defense": m.defense, "params": m.params, "seed": m.seed,
             "n_train": m.n_train, "epochs": m.epochs, "defense_package": m.package,
-            "defense_version": m.version,
+            "defense_version": m.version, "precision": m.precision,
             "strength": (m.params.get(self.traits.defense_strength)
                          if self.traits.defense_strength else None),
             "kind": t.kind.value, "attack": t.name, "attack_params": t.params,

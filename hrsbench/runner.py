@@ -122,7 +122,7 @@ def run(
     reg = reg or registry()
     executor = executor or LocalExecutor()
     report = progress or (lambda *a: None)
-    cells = expand(cfg, reg)
+    cells = expand(cfg, reg, device)
     store = ResultStore(Path(out) / "results.jsonl")
     todo = [c for c in cells if c.key not in store]
     report("cells", "cells", len(cells) - len(todo), len(cells))
@@ -221,7 +221,8 @@ def _trainer(job: Job, cell: Cell, cache: ModelCache, train: bool = True) -> Tra
     x, y = job.data("train") if train else (np.empty(0, np.float32), np.empty(0, np.int64))
     return Trainer(torch.from_numpy(x), torch.from_numpy(y), epochs=job.cfg.epochs,
                    seed=cell.seed, cache=cache, device=torch.device(job.device),
-                   key=cell.training_key, progress=job.train_progress)
+                   key=cell.training_key, progress=job.train_progress,
+                   precision=cell.precision)
 
 
 def train_model(job: Job, cell: Cell) -> TrainedModel:

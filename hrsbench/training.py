@@ -43,6 +43,9 @@ class Trainer:
     lr: float = 0.01
     momentum: float = 0.9
     batch_size: int = 128
+    #: "bf16" runs each step's forward pass and loss under bf16 autocast (weights, gradients
+    #: and optimizer state stay fp32); "fp32" does not. Part of ``key`` when not fp32.
+    precision: str = "fp32"
     #: Seconds that earlier, interrupted processes spent on the trainings this one resumed
     #: (read from their checkpoints): a model's training time is the sum of every share.
     earlier_s: float = field(default=0.0, init=False)
@@ -108,6 +111,7 @@ class Trainer:
         loss_fn = loss_fn or _cross_entropy
         x, y = self.resident()
         n = len(x)
+        bf16 = self.precision == "bf16"
         steps = (n + self.batch_size - 1) // self.batch_size
         for epoch in range(start, epochs):
             gen = torch.Generator().manual_seed(seed * 1000 + epoch)
@@ -120,7 +124,8 @@ class Trainer:
                 idx = order[step * self.batch_size : (step + 1) * self.batch_size]
                 xb, yb = x[idx], y[idx]
                 opt.zero_grad(set_to_none=True)
-                loss = loss_fn(model, xb, yb)
+                with torch.autocast(x.device.type, torch.bfloat16, enabled=bf16):
+                    loss = loss_fn(model, xb, yb)
                 loss.backward()
                 opt.step()
                 if self.progress:

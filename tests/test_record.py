@@ -192,7 +192,7 @@ def test_load_results_decodes_the_counts(tmp_path):
     df = load_results(tmp_path / "results.jsonl")
     assert df["successes"].iloc[0].tolist() == [0, 5, 3]
     assert df["successes_pick"].iloc[0].tolist() == [0, 2, 1]
-    assert df["successes"].iloc[1] is None and df["schema_version"].tolist() == [2, 2]
+    assert df["successes"].iloc[1] is None and df["schema_version"].tolist() == [3, 3]
 
 
 def test_plugin_metrics_are_stored_as_json_values():

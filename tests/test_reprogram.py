@@ -377,8 +377,8 @@ def test_run_writes_threat_lines(reg, tmp_path):
 def test_config_hash_unchanged_without_threats():
     plain = {"defenses": [{"name": "base"}]}
     a = parse_config(plain)
-    # the fields of a one-seed config written before threats and seeds lists existed
+    # the fields of a one-seed fp32 config written before threats, seeds lists and precision
     before_threats = {**{k: v for k, v in asdict(a).items()
-                         if k not in ("threats", "reference", "seeds")}, "seed": 0}
+                         if k not in ("threats", "reference", "seeds", "precision")}, "seed": 0}
     assert a.hash == stable_hash(before_threats)
     assert parse_config({**plain, "threats": [{"name": "reprogram"}]}).hash != a.hash
