@@ -29,7 +29,9 @@ from hrsbench.errors import HrsbenchError
 from hrsbench.paths import default_cache_dir, default_data_dir
 from hrsbench.report.behaviour import BASE, ETA, BehaviourRange
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Run a benchmark config, list plugins, write leaderboards. Errors a user "
+                       "can fix print one line.")
 console = Console()
 err = Console(stderr=True)
 
@@ -411,9 +413,10 @@ def presets() -> None:
     for name in names():
         cfg, _ = load_config(name)
         summary, cost = preset_notes(name)
-        parts = [cfg.dataset, f"{len(cfg.defenses)} defenses", f"{len(cfg.attacks)} attacks",
-                 f"{len(cfg.threats)} threats", f"{cfg.epochs} epochs"]
-        runs = " · ".join(p for p in parts if not p.startswith("0 "))
+        counts = [(len(cfg.defenses), "defense"), (len(cfg.attacks), "attack"),
+                  (len(cfg.threats), "threat"), (cfg.epochs, "epoch")]
+        parts = [cfg.dataset, *(f"{n} {word}{'s' if n != 1 else ''}" for n, word in counts if n)]
+        runs = " · ".join(parts)
         table.add_row(name, escape(f"{summary}. {runs}"), escape(cost))
     console.print(table)
     console.print("Output goes to runs/NAME unless --out says otherwise; the header comment of "
