@@ -105,6 +105,7 @@ def _header(report: Report, generated: datetime) -> list[str]:
         ["plugins", _plugins(report.merged.records)],
         ["config hashes", values("config_hash")],
         ["seeds", values("seed")],
+        ["training precision", values("precision")],
         ["torch / ART", f"{values('torch_version')} / {values('art_version')}"],
         ["compute", _compute(report.merged.records)],
         ["base defense", f"`{report.base}`"],
