@@ -165,9 +165,11 @@ def run(
     cfg, source = resolve_config(config)
     cfg = with_precision(cfg, precision)
     check_device_form(device)
-    name = Path(str(config)).stem if isinstance(config, str | Path) else "quick" \
-        if config is None else "run"
-    out = Path(out) if out is not None else Path("runs") / name
+    if out is None:  # as the command line names it: runs/ and the config's or preset's name
+        name = Path(str(config)).stem if isinstance(config, str | Path) else (
+            "quick" if config is None else "run")
+        out = Path("runs") / name
+    out = Path(out)
     data_dir = Path(data_dir) if data_dir is not None else None
     cache_dir = Path(cache_dir) if cache_dir is not None else None
     from hrsbench.executors import make_executor
@@ -380,4 +382,4 @@ def _with_line_intervals(frame: pd.DataFrame) -> pd.DataFrame:
 
 #: Names :mod:`hrsbench` exports from here.
 __all__ = ["Run", "check_data", "check_device", "check_device_form", "check_places",
-           "check_plan", "evaluate", "given_defense", "resolve_config", "run"]
+           "check_plan", "evaluate", "given_defense", "resolve_config", "run", "with_precision"]
