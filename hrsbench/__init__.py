@@ -38,6 +38,7 @@ _EXPORTS = {
     "RayExecutor": "hrsbench.executors",
     "ResultLine": "hrsbench.record",
     "Setting": "hrsbench.record",
+    "TensorAttack": "hrsbench.attack",
     "Threat": "hrsbench.threat",
     "ThreatContext": "hrsbench.threat",
     "Trainer": "hrsbench.training",
@@ -91,6 +92,7 @@ __all__ = [
     "RayExecutor",
     "ResultLine",
     "Setting",
+    "TensorAttack",
     "Threat",
     "ThreatContext",
     "Trainer",
@@ -138,7 +140,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # for type checkers and IDEs; never executed
     from hrsbench.api import evaluate, run
-    from hrsbench.attack import Attack
+    from hrsbench.attack import Attack, TensorAttack
     from hrsbench.cache import ModelCache
     from hrsbench.data import DataFile, Dataset, Download
     from hrsbench.defense import Defense

@@ -52,3 +52,35 @@ class Attack(ABC):
     ) -> np.ndarray:
         """Adversarial versions of ``x`` (true labels ``y``), towards ``targets`` if given,
         crafted ``self.batch_size`` examples at a time."""
+
+
+@dataclass
+class TensorAttack(Attack):
+    """An attack written on tensors: :meth:`run` crafts one batch on the classifier's device,
+    and :meth:`generate` feeds it ``batch_size`` examples at a time, numpy in and out, so the
+    attack's loop pays no numpy round trip per step."""
+
+    @abstractmethod
+    def run(self, classifier: PyTorchClassifier, x0: torch.Tensor, y: torch.Tensor,
+            targets: torch.Tensor | None, eps: float) -> torch.Tensor:
+        """Adversarial versions of one batch, as tensors on the classifier's device."""
+
+    def generate(
+        self,
+        classifier: PyTorchClassifier,
+        x: np.ndarray,
+        y: np.ndarray,
+        strength: float,
+        targets: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """Batches of ``self.batch_size`` through :meth:`run`; numpy in and out."""
+        device = classifier.device
+        out = []
+        for i in range(0, len(x), self.batch_size):
+            sl = slice(i, i + self.batch_size)
+            xb = torch.from_numpy(np.ascontiguousarray(x[sl], dtype=np.float32)).to(device)
+            yb = torch.from_numpy(np.asarray(y[sl], dtype=np.int64)).to(device)
+            tb = None if targets is None else torch.from_numpy(
+                np.asarray(targets[sl], dtype=np.int64)).to(device)
+            out.append(self.run(classifier, xb, yb, tb, float(strength)).cpu().numpy())
+        return np.concatenate(out).astype(np.float32)

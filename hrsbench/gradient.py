@@ -18,10 +18,9 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Protocol
 
-import numpy as np
 import torch
 
-from hrsbench.attack import Attack
+from hrsbench.attack import TensorAttack
 from hrsbench.estimator import Classifier
 
 Tensor = torch.Tensor
@@ -75,7 +74,7 @@ def dlr_loss(logits: Tensor, y: Tensor, targets: Tensor | None = None) -> Tensor
 
 
 @dataclass
-class GradientAttack(Attack):
+class GradientAttack(TensorAttack):
     """L∞ gradient attack on inputs in the classifier's clip range; ``strength`` is ε.
 
     ``loss`` (per example) is maximised; the loop is ``iterations()`` steps of
@@ -117,26 +116,6 @@ class GradientAttack(Attack):
             _, grad = classifier.value_and_grad(x, objective)
             x = self.project(x + alpha * opt.update(self.direction(grad)), x0, eps, bounds)
         return x
-
-    def generate(
-        self,
-        classifier: Classifier,
-        x: np.ndarray,
-        y: np.ndarray,
-        strength: float,
-        targets: np.ndarray | None = None,
-    ) -> np.ndarray:
-        """Batches of ``self.batch_size`` through :meth:`run`; numpy in and out."""
-        device = classifier.device
-        out = []
-        for i in range(0, len(x), self.batch_size):
-            sl = slice(i, i + self.batch_size)
-            xb = torch.from_numpy(np.ascontiguousarray(x[sl], dtype=np.float32)).to(device)
-            yb = torch.from_numpy(np.asarray(y[sl], dtype=np.int64)).to(device)
-            tb = None if targets is None else torch.from_numpy(
-                np.asarray(targets[sl], dtype=np.int64)).to(device)
-            out.append(self.run(classifier, xb, yb, tb, float(strength)).cpu().numpy())
-        return np.concatenate(out).astype(np.float32)
 
 
 def bounds_of(classifier: Classifier) -> tuple[float, float]:

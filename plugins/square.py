@@ -29,11 +29,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from hrsbench import Classifier, hookimpl
-from hrsbench.attack import Attack
+from hrsbench.attack import TensorAttack
 from hrsbench.gradient import Tensor, bounds_of, margin_loss
 
 #: The paper's schedule for ``p`` on a budget of 10,000 queries: after each of these query
@@ -53,7 +52,7 @@ def fraction(p_init: float, query: int, max_queries: int) -> float:
 
 
 @dataclass
-class Square(Attack):
+class Square(TensorAttack):
     """L∞ Square Attack: ``max_queries`` model queries per example (the stripe start counts as
     one), window area ``p_init`` of the image at first; maximises CW's margin (z_t − max_{j≠t}
     z_j towards a target, max_{j≠y} z_j − z_y away from the true class) and returns each
@@ -142,26 +141,6 @@ class Square(Attack):
                 break
             signs = torch.where(same[:, None, None, None], _signs((k, c, 1, 1), x0.device), signs)
         return proposal
-
-    def generate(
-        self,
-        classifier: Classifier,
-        x: np.ndarray,
-        y: np.ndarray,
-        strength: float,
-        targets: np.ndarray | None = None,
-    ) -> np.ndarray:
-        """Batches of ``self.batch_size`` through :meth:`run`; numpy in and out."""
-        device = classifier.device
-        out = []
-        for i in range(0, len(x), self.batch_size):
-            sl = slice(i, i + self.batch_size)
-            xb = torch.from_numpy(np.ascontiguousarray(x[sl], dtype=np.float32)).to(device)
-            yb = torch.from_numpy(np.asarray(y[sl], dtype=np.int64)).to(device)
-            tb = None if targets is None else torch.from_numpy(
-                np.asarray(targets[sl], dtype=np.int64)).to(device)
-            out.append(self.run(classifier, xb, yb, tb, float(strength)).cpu().numpy())
-        return np.concatenate(out).astype(np.float32)
 
 
 def _signs(shape: tuple[int, ...], device: torch.device) -> Tensor:

@@ -65,8 +65,7 @@ from hrsbench.report.stats import (
     LEVEL,
     Bootstrap,
     attacked_images,
-    counts_of,
-    image_sums,
+    outcome_columns,
     resampled_ratios,
 )
 
@@ -126,24 +125,6 @@ def noise(line: Line) -> float:
 
 
 # -- paired intervals -------------------------------------------------------------------------
-
-def outcome_columns(line: Line) -> tuple[np.ndarray, np.ndarray] | None:
-    """Per attacked image, the predictions a line's attack won and those they count against
-    (the intervals' rule, :mod:`.stats`): all of the image's pairs × repeats when targeted, the
-    image's correct clean draws when not; ``None`` without per-example outcomes."""
-    wins = counts_of(line.get("successes"))
-    n_test = line.get("n_test")
-    n_images = 0 if missing(n_test) else int(n_test)
-    num = None if wins is None or n_images <= 0 else image_sums(wins, n_images)
-    if num is None:
-        return None
-    if bool(line["targeted"]):
-        den = np.full(n_images, len(wins) // n_images * float(line.get("repeats") or 1))
-    else:
-        correct = counts_of(line.get("clean_correct"))
-        den = None if correct is None else image_sums(correct, n_images)
-    return None if den is None else (num.astype(float), den.astype(float))
-
 
 def rate_replicates(lines: list[Line], boot: Bootstrap | None = None) -> np.ndarray | None:
     """Success-rate resamples (replicates × lines) of lines attacked on the same images, every

@@ -228,7 +228,7 @@ def _accuracy_replicates(df: pd.DataFrame, boot: Bootstrap) -> dict[Hashable, np
     return out
 
 
-def _outcome_columns(row: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray] | None:
+def outcome_columns(row: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray] | None:
     """Per attacked image, the line's won predictions and the predictions they count against:
     all of the image's pairs × repeats when targeted, the image's correct clean draws when not."""
     wins = counts_of(row.get("successes"))
@@ -253,7 +253,7 @@ def _rate_replicates(df: pd.DataFrame, boot: Bootstrap) -> dict[int, np.ndarray]
     attacked = df[df["attack"] != "none"] if "successes" in df.columns else df.iloc[:0]
     for pos, row in zip(df.index.get_indexer(attacked.index), attacked.to_dict("records"),
                         strict=True):
-        cols = _outcome_columns(row)
+        cols = outcome_columns(row)
         if cols is not None:
             per_name.setdefault(attacked_images(row), []).append((int(pos), *cols))
     out: dict[int, np.ndarray] = {}
@@ -632,7 +632,7 @@ def paired_difference(
     per-example outcomes on the same images."""
     boot = boot or Bootstrap()
     a, b = pd.Series(dict(higher)), pd.Series(dict(lower))
-    cols = [_outcome_columns(a), _outcome_columns(b)]
+    cols = [outcome_columns(a), outcome_columns(b)]
     if None in cols or attacked_images(a) != attacked_images(b):
         return None
     (na, da), (nb, db) = cols  # type: ignore[misc]
