@@ -60,11 +60,9 @@ def with_precision(cfg: RunConfig, precision: str | None) -> RunConfig:
         return cfg
     import dataclasses
 
-    from hrsbench.config import parse_config
-
     if precision not in ("auto", "fp32", "bf16"):
         raise HrsbenchError(f"--precision {precision!r}: use auto, fp32 or bf16")
-    return parse_config({**dataclasses.asdict(cfg), "precision": precision})
+    return dataclasses.replace(cfg, precision=precision)
 
 
 def check_device_form(device: str) -> None:
@@ -367,14 +365,14 @@ def _with_line_intervals(frame: pd.DataFrame) -> pd.DataFrame:
     """``frame`` with the 95 % intervals of :data:`EVALUATE_INTERVALS` from the per-example
     outcomes (resampling attacked images, and clean images for clean accuracy)."""
     from hrsbench.report.des import attach_des
-    from hrsbench.report.stats import line_replicates
+    from hrsbench.report.stats import line_replicates, with_intervals
 
     scored = attach_des(frame)
-    reps = line_replicates(scored)
+    bounds = with_intervals(scored, line_replicates(scored))
     out = frame.copy()
     for name in ("defense_rate", "clean_accuracy"):
-        lo, hi = reps.boot.bounds(reps.values[name]) if len(scored) else ([], [])
-        out[f"{name}_lo"], out[f"{name}_hi"] = lo, hi
+        out[f"{name}_lo"] = bounds[f"{name}_lo"].to_numpy()
+        out[f"{name}_hi"] = bounds[f"{name}_hi"].to_numpy()
     out["attack_success_rate_lo"] = 1.0 - out["defense_rate_hi"]
     out["attack_success_rate_hi"] = 1.0 - out["defense_rate_lo"]
     return out
