@@ -25,14 +25,14 @@ import numpy as np
 import torch
 
 from hrsbench import ModelCache, Trainer
-from hrsbench.cells import expand
-from hrsbench.config import DefenseEntry, RunConfig
-from hrsbench.estimator import crafting_classifier
-from hrsbench.metrics import targeted_pairs
-from hrsbench.params import instantiate
-from hrsbench.plugins import registry
-from hrsbench.runner import obtain_model
-from hrsbench.training import predict_logits
+from hrsbench.engine.cells import expand
+from hrsbench.engine.config import DefenseEntry, RunConfig
+from hrsbench.engine.runner import obtain_model
+from hrsbench.plugin.estimator import crafting_classifier
+from hrsbench.plugin.metrics import targeted_pairs
+from hrsbench.plugin.params import instantiate
+from hrsbench.plugin.registry import registry
+from hrsbench.plugin.training import predict_logits
 
 #: (attack, parameters, random restarts): from the schedule the paper uses to much larger ones.
 CONFIGS = [

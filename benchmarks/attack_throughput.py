@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from hrsbench import Classifier, base_model
-from hrsbench.plugins import registry
+from hrsbench.plugin.registry import registry
 
 
 def bare_pgd(model: nn.Module, x0: torch.Tensor, targets: torch.Tensor, eps: float,

@@ -24,10 +24,10 @@ import torch
 
 import hrsbench
 from hrsbench import Classifier, Defense, ModelCache, Trainer
-from hrsbench.cache import stable_hash
-from hrsbench.models import seeded_init
-from hrsbench.params import as_dict, instantiate
-from hrsbench.plugins import load_registry
+from hrsbench.plugin.cache import stable_hash
+from hrsbench.plugin.models import seeded_init
+from hrsbench.plugin.params import as_dict, instantiate
+from hrsbench.plugin.registry import load_registry
 
 
 @dataclass(frozen=True)

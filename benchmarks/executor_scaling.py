@@ -17,9 +17,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from hrsbench.config import parse_config
-from hrsbench.executors import LocalExecutor, RayExecutor
-from hrsbench.runner import run
+from hrsbench.engine.config import parse_config
+from hrsbench.engine.executors import LocalExecutor, RayExecutor
+from hrsbench.engine.runner import run
 
 #: Identity and metrics: what must agree between executors (timings and timestamps may not).
 TIMING = ("time_s", "train_time_s", "finished_at")

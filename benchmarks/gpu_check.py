@@ -247,7 +247,7 @@ def mnist_base(check: Check, device_name: str, smoke: bool) -> dict[str, Any]:
     from hrsbench_plugins.datasets import MNIST
 
     from hrsbench import ModelCache, Trainer, base_model
-    from hrsbench.metrics import accuracy, predictions
+    from hrsbench.plugin.metrics import accuracy, predictions
 
     device = torch.device(device_name)
     data = Path(check.args.data_dir).resolve() if check.args.data_dir else None

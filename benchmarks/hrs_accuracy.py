@@ -22,12 +22,12 @@ import torch
 from hrsbench_plugins.hrs import all_paths
 
 from hrsbench import ModelCache, Trainer
-from hrsbench.cells import expand
-from hrsbench.config import DefenseEntry, RunConfig
-from hrsbench.params import instantiate
-from hrsbench.plugins import registry
-from hrsbench.runner import obtain_model
-from hrsbench.training import predict_logits
+from hrsbench.engine.cells import expand
+from hrsbench.engine.config import DefenseEntry, RunConfig
+from hrsbench.engine.runner import obtain_model
+from hrsbench.plugin.params import instantiate
+from hrsbench.plugin.registry import registry
+from hrsbench.plugin.training import predict_logits
 
 
 def accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:

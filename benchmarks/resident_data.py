@@ -24,7 +24,7 @@ from hrsbench_plugins.datasets import MNIST
 from torch import nn
 
 from hrsbench import base_model
-from hrsbench.training import FAST_LAYOUT
+from hrsbench.plugin.training import FAST_LAYOUT
 
 
 def epoch(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,

@@ -1,9 +1,9 @@
 """Training- and attack-step cost of the Table A1 models in torch's two memory layouts and, in
 the channels-last layout, in fp32 and under bf16 autocast, on CPU.
 
-``hrsbench.training.FAST_LAYOUT`` keeps convolution weights channels-last because oneDNN's CPU
-convolutions are faster that way; this script is the measurement behind that choice, and the one
-to rerun on a new machine or torch before changing it. A training step is the Trainer's (batch
+``hrsbench.plugin.training.FAST_LAYOUT`` keeps convolution weights channels-last because oneDNN's
+CPU convolutions are faster that way; this script is the measurement behind that choice, and the
+one to rerun on a new machine or torch before changing it. A training step is the Trainer's (batch
 128, SGD with Nesterov momentum, cross-entropy, train mode); an attack step is one input-gradient
 query in eval mode, what ART's ``loss_gradient`` does. Layouts are timed in interleaved rounds so
 load from other processes hits them alike; figures are medians over rounds. Weights are untrained:
@@ -12,7 +12,7 @@ channels-last activations, where a careless ``randn_like`` once cost more than t
 
 bf16 runs under ``torch.autocast("cpu", torch.bfloat16)`` with fp32 master weights (what mixed-
 precision training does); on a CPU with native bf16 (AVX512-BF16 or AMX,
-:func:`hrsbench.precision.bf16_native`) oneDNN then runs bf16 kernels, elsewhere it emulates
+:func:`hrsbench.engine.precision.bf16_native`) oneDNN then runs bf16 kernels, elsewhere it emulates
 them and bf16 is slower.
 
 Prints one JSON line per (dataset, model): seconds per step in each variant, the channels-last
@@ -34,7 +34,7 @@ from hrsbench_plugins.gaussian import Gaussian
 from torch import nn
 
 from hrsbench import base_model
-from hrsbench.precision import bf16_native
+from hrsbench.engine.precision import bf16_native
 
 #: Variant → (memory layout, autocast to bf16).
 VARIANTS = {"nchw": (torch.contiguous_format, False),

@@ -18,53 +18,53 @@ except PackageNotFoundError:  # running from a source tree without installing
 
 #: Public name → the module defining it.
 _EXPORTS = {
-    "Adam": "hrsbench.gradient",
-    "Arch": "hrsbench.models",
-    "Attack": "hrsbench.attack",
+    "Adam": "hrsbench.plugin.gradient",
+    "Arch": "hrsbench.plugin.models",
+    "Attack": "hrsbench.plugin.attack",
     "BehaviourRange": "hrsbench.report.des",
     "Bootstrap": "hrsbench.report.stats",
-    "Classifier": "hrsbench.estimator",
-    "DataFile": "hrsbench.data",
-    "Dataset": "hrsbench.data",
-    "Defense": "hrsbench.defense",
-    "Download": "hrsbench.data",
-    "GradientAttack": "hrsbench.gradient",
+    "Classifier": "hrsbench.plugin.estimator",
+    "DataFile": "hrsbench.plugin.dataset",
+    "Dataset": "hrsbench.plugin.dataset",
+    "Defense": "hrsbench.plugin.defense",
+    "Download": "hrsbench.plugin.dataset",
+    "GradientAttack": "hrsbench.plugin.gradient",
     "HrsbenchError": "hrsbench.errors",
-    "Kind": "hrsbench.record",
-    "LocalExecutor": "hrsbench.executors",
-    "ModelCache": "hrsbench.cache",
-    "Optimizer": "hrsbench.gradient",
-    "PluginError": "hrsbench.plugins",
-    "RayExecutor": "hrsbench.executors",
-    "ResultLine": "hrsbench.record",
-    "Setting": "hrsbench.record",
-    "TensorAttack": "hrsbench.attack",
-    "Threat": "hrsbench.threat",
-    "ThreatContext": "hrsbench.threat",
-    "Trainer": "hrsbench.training",
+    "Kind": "hrsbench.results.record",
+    "LocalExecutor": "hrsbench.engine.executors",
+    "ModelCache": "hrsbench.plugin.cache",
+    "Optimizer": "hrsbench.plugin.gradient",
+    "PluginError": "hrsbench.plugin.registry",
+    "RayExecutor": "hrsbench.engine.executors",
+    "ResultLine": "hrsbench.results.record",
+    "Setting": "hrsbench.results.record",
+    "TensorAttack": "hrsbench.plugin.attack",
+    "Threat": "hrsbench.plugin.threat",
+    "ThreatContext": "hrsbench.plugin.threat",
+    "Trainer": "hrsbench.plugin.training",
     "attach_des": "hrsbench.report.des",
-    "base_model": "hrsbench.models",
-    "base_stages": "hrsbench.models",
-    "bounds_of": "hrsbench.gradient",
+    "base_model": "hrsbench.plugin.models",
+    "base_stages": "hrsbench.plugin.models",
+    "bounds_of": "hrsbench.plugin.gradient",
     "des_score": "hrsbench.report.des",
-    "dlr_loss": "hrsbench.gradient",
+    "dlr_loss": "hrsbench.plugin.gradient",
     "evaluate": "hrsbench.api",
     "family_summary": "hrsbench.report.des",
     "fit_line": "hrsbench.report.des",
-    "hookimpl": "hrsbench.hookspecs",
-    "insert_stages": "hrsbench.models",
+    "hookimpl": "hrsbench.plugin.hookspecs",
+    "insert_stages": "hrsbench.plugin.models",
     "line_replicates": "hrsbench.report.stats",
-    "make_executor": "hrsbench.executors",
-    "load_results": "hrsbench.results",
-    "margin_loss": "hrsbench.gradient",
+    "make_executor": "hrsbench.engine.executors",
+    "load_results": "hrsbench.results.store",
+    "margin_loss": "hrsbench.plugin.gradient",
     "merge_results": "hrsbench.report.merge",
-    "migrate": "hrsbench.migrate",
-    "read_lines": "hrsbench.results",
-    "replace_stage": "hrsbench.models",
+    "migrate": "hrsbench.results.migrate",
+    "read_lines": "hrsbench.results.store",
+    "replace_stage": "hrsbench.plugin.models",
     "run": "hrsbench.api",
-    "split_stages": "hrsbench.models",
+    "split_stages": "hrsbench.plugin.models",
     "summary_intervals": "hrsbench.report.stats",
-    "uniform_start": "hrsbench.gradient",
+    "uniform_start": "hrsbench.plugin.gradient",
     "with_intervals": "hrsbench.report.stats",
     "worst_case": "hrsbench.report.worstcase",
     "write_leaderboard": "hrsbench.report.leaderboard",
@@ -140,14 +140,14 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # for type checkers and IDEs; never executed
     from hrsbench.api import evaluate, run
-    from hrsbench.attack import Attack, TensorAttack
-    from hrsbench.cache import ModelCache
-    from hrsbench.data import DataFile, Dataset, Download
-    from hrsbench.defense import Defense
+    from hrsbench.engine.executors import LocalExecutor, RayExecutor, make_executor
     from hrsbench.errors import HrsbenchError
-    from hrsbench.estimator import Classifier
-    from hrsbench.executors import LocalExecutor, RayExecutor, make_executor
-    from hrsbench.gradient import (
+    from hrsbench.plugin.attack import Attack, TensorAttack
+    from hrsbench.plugin.cache import ModelCache
+    from hrsbench.plugin.dataset import DataFile, Dataset, Download
+    from hrsbench.plugin.defense import Defense
+    from hrsbench.plugin.estimator import Classifier
+    from hrsbench.plugin.gradient import (
         Adam,
         GradientAttack,
         Optimizer,
@@ -156,9 +156,8 @@ if TYPE_CHECKING:  # for type checkers and IDEs; never executed
         margin_loss,
         uniform_start,
     )
-    from hrsbench.hookspecs import hookimpl
-    from hrsbench.migrate import migrate
-    from hrsbench.models import (
+    from hrsbench.plugin.hookspecs import hookimpl
+    from hrsbench.plugin.models import (
         Arch,
         base_model,
         base_stages,
@@ -166,8 +165,9 @@ if TYPE_CHECKING:  # for type checkers and IDEs; never executed
         replace_stage,
         split_stages,
     )
-    from hrsbench.plugins import PluginError
-    from hrsbench.record import Kind, ResultLine, Setting
+    from hrsbench.plugin.registry import PluginError
+    from hrsbench.plugin.threat import Threat, ThreatContext
+    from hrsbench.plugin.training import Trainer
     from hrsbench.report.des import (
         BehaviourRange,
         attach_des,
@@ -184,6 +184,6 @@ if TYPE_CHECKING:  # for type checkers and IDEs; never executed
         with_intervals,
     )
     from hrsbench.report.worstcase import worst_case
-    from hrsbench.results import load_results, read_lines
-    from hrsbench.threat import Threat, ThreatContext
-    from hrsbench.training import Trainer
+    from hrsbench.results.migrate import migrate
+    from hrsbench.results.record import Kind, ResultLine, Setting
+    from hrsbench.results.store import load_results, read_lines

@@ -23,10 +23,10 @@ if TYPE_CHECKING:
     import pandas as pd
     from torch import nn
 
-    from hrsbench.config import RunConfig
-    from hrsbench.plugins import Registry
+    from hrsbench.engine.config import RunConfig
+    from hrsbench.plugin.registry import Registry
 
-#: progress(task, label, done, total), as :func:`hrsbench.runner.run` reports it.
+#: progress(task, label, done, total), as :func:`hrsbench.engine.runner.run` reports it.
 Progress = Callable[[str, str, int, int], None]
 
 
@@ -45,7 +45,7 @@ def resolve_config(config: str | Path | Mapping[str, Any] | RunConfig | None
                    ) -> tuple[RunConfig, str]:
     """A config file, a preset name, a dict (a parsed TOML document) or a ``RunConfig`` (None:
     the quick preset), with a name for messages."""
-    from hrsbench.config import RunConfig, load_config, parse_config
+    from hrsbench.engine.config import RunConfig, load_config, parse_config
 
     if isinstance(config, RunConfig):
         return config, "config"
@@ -98,9 +98,9 @@ def check_device(device: str, executor: str = "local", present: bool = True) -> 
 def check_plan(cfg: RunConfig, reg: Registry | None = None) -> Registry:
     """Plugin names, parameters and strength ranges, through the registry, before any output;
     returns the registry."""
-    from hrsbench.cells import expand
-    from hrsbench.config import check_strengths
-    from hrsbench.plugins import registry
+    from hrsbench.engine.cells import expand
+    from hrsbench.engine.config import check_strengths
+    from hrsbench.plugin.registry import registry
 
     reg = reg or registry()
     check_strengths(cfg, reg)
@@ -170,15 +170,15 @@ def run(
     out = Path(out)
     data_dir = Path(data_dir) if data_dir is not None else None
     cache_dir = Path(cache_dir) if cache_dir is not None else None
-    from hrsbench.executors import make_executor
+    from hrsbench.engine.executors import make_executor
 
     runner = make_executor(executor, ray_address, threads_per_task, device, gpus_per_task)
     if preflight := getattr(runner, "preflight", None):
         preflight()  # a cluster that does not answer is refused before anything is written
     fresh = not out.exists()
     leaderboard = check_places(out, Path(leaderboard) if leaderboard else None, cache_dir)
+    from hrsbench.engine.runner import run as run_cells
     from hrsbench.locks import run_lock
-    from hrsbench.runner import run as run_cells
 
     try:
         check_device(device, executor)
@@ -242,7 +242,7 @@ def given_defense(model: nn.Module, *, stochastic: bool = False,
     nothing, and its one parameter, ``weights``, is the weights' hash (so two models never
     share a cell key). ``surrogate`` and ``expectation`` give the fixed-randomness and exact-
     expectation models of a stochastic one (the settings ``fixed`` and ``expectation``)."""
-    from hrsbench.defense import Defense
+    from hrsbench.plugin.defense import Defense
 
     weights = _weights_hash(model)
 
@@ -313,7 +313,7 @@ def evaluate(
     ``fixed`` attacks ``surrogate(model)`` and ``expectation`` attacks ``expectation(model)``.
     ``out`` keeps the result lines (default: a temporary folder, removed afterwards).
     """
-    from hrsbench.results import load_results
+    from hrsbench.results.store import load_results
 
     if "fixed" in settings and stochastic and surrogate is None:
         raise HrsbenchError("settings include 'fixed': pass surrogate=, a function returning "
@@ -346,8 +346,8 @@ def _registry_with(defense: type) -> Registry:
     """The installed plugins plus ``defense``, registered as a plugin of this process."""
     import types
 
-    from hrsbench.hookspecs import hookimpl
-    from hrsbench.plugins import load_registry
+    from hrsbench.plugin.hookspecs import hookimpl
+    from hrsbench.plugin.registry import load_registry
 
     reg = load_registry()
     module = types.ModuleType("hrsbench_given_model")

@@ -176,7 +176,7 @@ def run(
         cfg, source = resolve_config(config)
         cfg = with_precision(cfg, precision)
         check_device_form(device)
-        from hrsbench.executors import make_executor
+        from hrsbench.engine.executors import make_executor
 
         make_executor(executor, ray_address, threads_per_task, device, gpus_per_task)
         # a plan for a GPU run may be made on a machine without one
@@ -207,10 +207,11 @@ def run(
 
 def print_plan(cfg: Any, reg: Any, out: Path, cache_dir: Path | None, source: str,
                device: str = "cpu") -> None:
-    """``--dry-run``: the plan of the run, from the timings of OUT's results (hrsbench.plan)."""
-    from hrsbench.cache import ModelCache
-    from hrsbench.cells import expand
-    from hrsbench.plan import dry_run
+    """``--dry-run``: the plan of the run, from the timings of OUT's results
+    (:mod:`hrsbench.engine.plan`)."""
+    from hrsbench.engine.cells import expand
+    from hrsbench.engine.plan import dry_run
+    from hrsbench.plugin.cache import ModelCache
 
     console.print(f"plan of {source} → {out} (estimates from {out / 'results.jsonl'})",
                   markup=False, soft_wrap=True)
@@ -270,8 +271,8 @@ def plugins() -> None:
 
     from rich.markup import escape
 
-    from hrsbench.catalog import SETTING_HELP, rows
-    from hrsbench.plugins import PluginWarning, load_registry
+    from hrsbench.plugin.catalog import SETTING_HELP, rows
+    from hrsbench.plugin.registry import PluginWarning, load_registry
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", PluginWarning)  # listed below the table instead
@@ -389,7 +390,7 @@ def repair(
     """Keep every good line of a results file and move the malformed, invalid or torn ones to
     RESULTS.bad, so the file reads again (their cells rerun on the next hrsbench run)."""
     from hrsbench.locks import run_lock
-    from hrsbench.results import repair as repair_file
+    from hrsbench.results.store import repair as repair_file
 
     check_results([results])
     # a run appending meanwhile would lose lines
@@ -404,8 +405,8 @@ def repair(
 @friendly
 def presets() -> None:
     """List the built-in configs: what each runs and its estimated cost."""
-    from hrsbench.config import load_config, preset_notes
-    from hrsbench.config import presets as names
+    from hrsbench.engine.config import load_config, preset_notes
+    from hrsbench.engine.config import presets as names
 
     table = Table(title="hrsbench presets (hrsbench run NAME)")
     for col in ("name", "what it runs", "estimated cost"):
@@ -429,7 +430,7 @@ def config_schema() -> None:
     """Print the run config's JSON schema: every key, its type, range and default."""
     import json
 
-    from hrsbench.config import schema
+    from hrsbench.engine.config import schema
 
     print(json.dumps(schema(), indent=2))
 

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from hrsbench import Dataset, Defense, HrsbenchError, Trainer, base_model, hookimpl
-from hrsbench.params import as_dict
+from hrsbench.plugin.params import as_dict
 
 #: Training ε by dataset when not given. MNIST: Madry et al.'s 0.3. CIFAR-10: 2/255, inside
 #: the paper's sweep (C.5) — Madry's 8/255 costs this small network too much clean accuracy.

@@ -23,7 +23,7 @@ from functools import partial
 import torch
 
 from hrsbench import Classifier, hookimpl
-from hrsbench.gradient import GradientAttack, Tensor, bounds_of, dlr_loss
+from hrsbench.plugin.gradient import GradientAttack, Tensor, bounds_of, dlr_loss
 
 #: AutoAttack's schedule: first checkpoint at 22% of the iterations, later ones closer by 3%
 #: of the iterations each time, but never less than 6% apart.

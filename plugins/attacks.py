@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from hrsbench import hookimpl
-from hrsbench.gradient import GradientAttack, Tensor, margin_loss, uniform_start
+from hrsbench.plugin.gradient import GradientAttack, Tensor, margin_loss, uniform_start
 
 
 @dataclass

@@ -20,8 +20,8 @@ import torch
 from art.attacks.evasion import CarliniL2Method
 
 from hrsbench import Classifier, hookimpl
-from hrsbench.attack import Attack
-from hrsbench.gradient import Adam, GradientAttack, Tensor, bounds_of, margin_loss
+from hrsbench.plugin.attack import Attack
+from hrsbench.plugin.gradient import Adam, GradientAttack, Tensor, bounds_of, margin_loss
 
 #: Carlini's constants: arctanh of exactly ±1 is infinite, so inputs are shrunk by this factor;
 #: c above this bound means "no upper bound found yet".

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from hrsbench import Dataset, Defense, Trainer, base_stages, hookimpl, replace_stage
-from hrsbench.models import without
+from hrsbench.plugin.models import without
 
 
 class AlwaysOnDropout(nn.Module):

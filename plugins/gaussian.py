@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from hrsbench import Dataset, Defense, HrsbenchError, base_stages, hookimpl, insert_stages
-from hrsbench.models import without
+from hrsbench.plugin.models import without
 
 #: (init, inner) deviations by dataset when not given (appendix C.2).
 DEFAULTS: dict[str, tuple[float, float]] = {"mnist": (0.2, 0.1), "cifar10": (0.02, 0.01)}

@@ -22,8 +22,8 @@ import torch
 from torch import nn
 
 from hrsbench import Dataset, Defense, HrsbenchError, Trainer, base_stages, hookimpl, split_stages
-from hrsbench.cache import stable_hash
-from hrsbench.models import seeded_init
+from hrsbench.plugin.cache import stable_hash
+from hrsbench.plugin.models import seeded_init
 
 #: Upper bound on the memory for caching the frozen lower blocks' outputs on the training set.
 #: Below it a block above the first trains on cached features (the lower blocks run once per

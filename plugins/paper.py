@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from hrsbench import hookimpl
-from hrsbench.gradient import Adam, GradientAttack, Tensor, margin_loss
+from hrsbench.plugin.gradient import Adam, GradientAttack, Tensor, margin_loss
 
 
 @dataclass

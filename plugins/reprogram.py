@@ -25,10 +25,10 @@ from torch import nn
 from torch.nn import functional as F  # noqa: N812 - the conventional name
 
 from hrsbench import HrsbenchError, hookimpl
-from hrsbench.cache import atomic_save, safe_load
-from hrsbench.metrics import accuracy, predictions
-from hrsbench.params import as_dict
-from hrsbench.threat import ProgressFn, Threat, ThreatContext, frozen
+from hrsbench.plugin.cache import atomic_save, safe_load
+from hrsbench.plugin.metrics import accuracy, predictions
+from hrsbench.plugin.params import as_dict
+from hrsbench.plugin.threat import ProgressFn, Threat, ThreatContext, frozen
 
 #: Bump when training code changes what a program checkpoint contains.
 PROGRAM_FORMAT = 1
@@ -84,7 +84,7 @@ class LocallyConnected2d(nn.Module):
 
     def reset_parameters(self) -> None:
         """Glorot-uniform per position (fan in c·k², fan out o·k², as a convolution of the same
-        shape), zero bias: the rule the base models use (hrsbench.models.init_weights)."""
+        shape), zero bias: the rule the base models use (hrsbench.plugin.models.init_weights)."""
         k2 = self.kernel_size**2
         bound = math.sqrt(6.0 / (self.in_channels * k2 + self.out_channels * k2))
         nn.init.uniform_(self.weight, -bound, bound)

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from hrsbench import Dataset, Defense, Trainer, base_stages, hookimpl, insert_stages
-from hrsbench.models import without
+from hrsbench.plugin.models import without
 
 #: Below this, a probability counts as zero (keeps 1/p and log1p(-p) finite).
 _TINY = 1e-12

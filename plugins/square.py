@@ -32,8 +32,8 @@ from dataclasses import dataclass
 import torch
 
 from hrsbench import Classifier, hookimpl
-from hrsbench.attack import TensorAttack
-from hrsbench.gradient import Tensor, bounds_of, margin_loss
+from hrsbench.plugin.attack import TensorAttack
+from hrsbench.plugin.gradient import Tensor, bounds_of, margin_loss
 
 #: The paper's schedule for ``p`` on a budget of 10,000 queries: after each of these query
 #: counts the window's area halves (their ``p_selection``).

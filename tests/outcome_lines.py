@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from hrsbench.outcomes import encode_counts
+from hrsbench.results.outcomes import encode_counts
 
 N_IMAGES, PAIRS, REPEATS, N_CLEAN = 40, 9, 4, 300
 

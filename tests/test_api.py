@@ -83,7 +83,7 @@ def test_two_models_never_share_cells(small_model, data_dir, tmp_path):
 
 
 def test_run_refuses_a_negative_strength_before_any_training(tmp_path, monkeypatch):
-    monkeypatch.setattr("hrsbench.runner.obtain_model",
+    monkeypatch.setattr("hrsbench.engine.runner.obtain_model",
                         lambda *a, **k: pytest.fail("trained before refusing"))
     config = {"dataset": "mnist", "epochs": 1, "n_test": 1, "defenses": [{"name": "base"}],
               "attacks": [{"name": "pgd", "strengths": [-0.1]}]}
@@ -112,7 +112,7 @@ def test_module_defense_attacks_a_checkpoint_and_trains_nothing(small_model, dat
                                                                  tmp_path, monkeypatch):
     checkpoint = tmp_path / "weights.pt"
     torch.save(small_model.state_dict(), checkpoint)
-    monkeypatch.setattr("hrsbench.training.Trainer.fit",
+    monkeypatch.setattr("hrsbench.plugin.training.Trainer.fit",
                         lambda *a, **k: pytest.fail("the module defense trained"))
     config = {"dataset": "mnist", "n_test": 3, "n_clean": 200, "repeats": 1,
               "defenses": [{"name": "module", "params": {

@@ -9,12 +9,12 @@ import torch
 from art.attacks.evasion import FastGradientMethod, ProjectedGradientDescent
 
 from hrsbench import Classifier
-from hrsbench.cells import expand
-from hrsbench.config import parse_config
-from hrsbench.estimator import SETTINGS, crafting_classifier
-from hrsbench.metrics import gradient_deviation
-from hrsbench.params import defaults
-from hrsbench.plugins import load_registry
+from hrsbench.engine.cells import expand
+from hrsbench.engine.config import parse_config
+from hrsbench.plugin.estimator import SETTINGS, crafting_classifier
+from hrsbench.plugin.metrics import gradient_deviation
+from hrsbench.plugin.params import defaults
+from hrsbench.plugin.registry import load_registry
 from tests.toys import (
     N_CLASSES,
     SHAPE,

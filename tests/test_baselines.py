@@ -25,10 +25,10 @@ from hrsbench_plugins.sap import SAP, StochasticActivationPruning
 from torch import nn
 
 from hrsbench import Arch, Classifier, HrsbenchError, ModelCache, Trainer
-from hrsbench.data import default_data_dir
-from hrsbench.models import seeded_init
-from hrsbench.params import instantiate
-from hrsbench.plugins import load_registry
+from hrsbench.plugin.dataset import default_data_dir
+from hrsbench.plugin.models import seeded_init
+from hrsbench.plugin.params import instantiate
+from hrsbench.plugin.registry import load_registry
 
 #: z-score of every statistical check: a correct implementation fails one with p < 1e-6.
 Z = 5.0

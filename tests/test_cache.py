@@ -33,8 +33,8 @@ def test_checkpoint_of_another_shape_is_an_error(tmp_path):
 
 
 def test_user_dirs_follow_the_environment(tmp_path, monkeypatch):
-    from hrsbench.cache import default_cache_dir
-    from hrsbench.data import default_data_dir
+    from hrsbench.plugin.cache import default_cache_dir
+    from hrsbench.plugin.dataset import default_data_dir
 
     monkeypatch.delenv("HRSBENCH_CACHE", raising=False)
     monkeypatch.delenv("HRSBENCH_DATA", raising=False)
@@ -52,7 +52,7 @@ def test_atomic_writes_follow_the_umask(tmp_path):
     import os
     import stat
 
-    from hrsbench.storage import atomic_write
+    from hrsbench.results.storage import atomic_write
 
     old = os.umask(0o022)
     try:

@@ -9,9 +9,9 @@ import types
 
 from typer.testing import CliRunner
 
-from hrsbench.catalog import SETTING_HELP, describe_parameters, rows
-from hrsbench.config import SETTINGS
-from hrsbench.plugins import Registry, load_registry
+from hrsbench.engine.config import SETTINGS
+from hrsbench.plugin.catalog import SETTING_HELP, describe_parameters, rows
+from hrsbench.plugin.registry import Registry, load_registry
 
 SOURCE = """
     from dataclasses import dataclass
@@ -73,7 +73,7 @@ def test_plugins_command_lists_kinds_settings_and_defense_settings(monkeypatch):
 
 
 def test_plugins_command_shows_loading_warnings_and_clashes(monkeypatch):
-    import hrsbench.plugins
+    import hrsbench.plugin.registry
     from hrsbench.cli import app
 
     def loaded() -> Registry:
@@ -83,7 +83,7 @@ def test_plugins_command_shows_loading_warnings_and_clashes(monkeypatch):
         reg.add_module(_module("b", SOURCE), "pkg-b", "1")
         return reg
 
-    monkeypatch.setattr(hrsbench.plugins, "load_registry", loaded)
+    monkeypatch.setattr(hrsbench.plugin.registry, "load_registry", loaded)
     monkeypatch.setenv("COLUMNS", "200")
     result = CliRunner().invoke(app, ["plugins"])
     assert result.exit_code == 0, result.output

@@ -53,12 +53,12 @@ CASES = {
 @pytest.fixture
 def no_model(monkeypatch):
     """Building a defense's model fails the test: every case must be refused before."""
-    import hrsbench.runner
+    import hrsbench.engine.runner
 
     def refuse(*args, **kwargs):
         raise AssertionError("a model was built")
 
-    monkeypatch.setattr(hrsbench.runner, "obtain_model", refuse)
+    monkeypatch.setattr(hrsbench.engine.runner, "obtain_model", refuse)
 
 
 def one_line_error(result, pattern: str) -> None:
@@ -163,12 +163,12 @@ def test_markup_in_messages_prints_literally(tmp_path):
 
 
 def test_unexpected_bug_shows_its_traceback(tmp_path, monkeypatch):
-    import hrsbench.config
+    import hrsbench.engine.config
 
     def broken(path):
         raise ZeroDivisionError("boom")
 
-    monkeypatch.setattr(hrsbench.config, "load_config", broken)
+    monkeypatch.setattr(hrsbench.engine.config, "load_config", broken)
     result = invoke("run", "quick")
     assert result.exit_code == 70
     assert "Traceback" in result.stderr and "ZeroDivisionError" in result.stderr
@@ -176,7 +176,7 @@ def test_unexpected_bug_shows_its_traceback(tmp_path, monkeypatch):
 
 
 def test_debug_shows_the_cause_of_a_one_line_error(monkeypatch):
-    import hrsbench.config
+    import hrsbench.engine.config
     from hrsbench.errors import HrsbenchError
 
     def chained(path):
@@ -185,7 +185,7 @@ def test_debug_shows_the_cause_of_a_one_line_error(monkeypatch):
         except ValueError as e:
             raise HrsbenchError("plugin 'x' failed in build()") from e
 
-    monkeypatch.setattr(hrsbench.config, "load_config", chained)
+    monkeypatch.setattr(hrsbench.engine.config, "load_config", chained)
     plain = invoke("run", "quick")
     assert plain.exit_code == 1 and "Traceback" not in plain.stderr
     debug = invoke("--debug", "run", "quick")
@@ -195,7 +195,7 @@ def test_debug_shows_the_cause_of_a_one_line_error(monkeypatch):
 
 
 def test_presets_lists_every_preset_with_its_cost():
-    from hrsbench.config import presets
+    from hrsbench.engine.config import presets
 
     result = CliRunner().invoke(app, ["presets"], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from hrsbench import HrsbenchError
-from hrsbench.cells import expand, grid
-from hrsbench.config import load_config, parse_config, presets
-from hrsbench.plugins import registry
+from hrsbench.engine.cells import expand, grid
+from hrsbench.engine.config import load_config, parse_config, presets
+from hrsbench.plugin.registry import registry
 
 
 def test_misspelt_key_suggests_the_right_one():
@@ -48,7 +48,7 @@ def test_cells_cover_the_grid_and_are_serialisable():
     # One clean cell + 2 strengths × 2 iteration counts; EOT is dropped for the deterministic base.
     assert len(cells) == 1 + 4
     assert {c.setting for c in cells} == {"none", "whitebox"}
-    from hrsbench.cells import Cell
+    from hrsbench.engine.cells import Cell
 
     for c in cells:
         assert Cell.from_dict(c.to_dict()).key == c.key
@@ -148,7 +148,7 @@ def test_unreadable_config_files_are_one_line(tmp_path):
 
 
 def test_schema_describes_every_key():
-    from hrsbench.config import schema
+    from hrsbench.engine.config import schema
 
     s = schema()
     assert {"n_test", "grad_samples", "batch_size", "threats", "defenses"} <= set(s["properties"])
@@ -162,7 +162,7 @@ def test_readme_config_parses_and_expands():
     import tomllib
     from pathlib import Path
 
-    from hrsbench.config import RunConfig
+    from hrsbench.engine.config import RunConfig
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     block = re.search(r"## A run config.*?```toml\n(.*?)```", readme, re.S).group(1)
@@ -221,7 +221,7 @@ def test_seed_in_code_is_one_seed_and_replace_cannot_disagree():
     ``dataclasses.replace`` could set apart from ``seeds``."""
     import dataclasses
 
-    from hrsbench.config import RunConfig, schema
+    from hrsbench.engine.config import RunConfig, schema
 
     cfg = RunConfig(seed=4, defenses=parse_config(BASE_ONLY).defenses)
     assert cfg.seeds == [4] and cfg.seed == 4

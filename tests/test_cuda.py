@@ -20,9 +20,9 @@ from hrsbench_plugins.reprogram import AdversarialProgram, Reprogrammed, Schedul
 from torch import nn
 
 from hrsbench import Arch, Classifier, ModelCache, Trainer, base_model
-from hrsbench.config import parse_config
-from hrsbench.outcomes import decode_counts
-from hrsbench.runner import run
+from hrsbench.engine.config import parse_config
+from hrsbench.engine.runner import run
+from hrsbench.results.outcomes import decode_counts
 
 pytestmark = pytest.mark.cuda
 

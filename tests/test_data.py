@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from hrsbench import HrsbenchError
-from hrsbench.plugins import registry
+from hrsbench.plugin.registry import registry
 
 
 def dataset(name: str):

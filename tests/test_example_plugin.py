@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 from hrsbench import Classifier
-from hrsbench.config import parse_config
-from hrsbench.plugins import load_registry
-from hrsbench.runner import run
+from hrsbench.engine.config import parse_config
+from hrsbench.engine.runner import run
+from hrsbench.plugin.registry import load_registry
 from tests.test_plugins import install_example
 
 

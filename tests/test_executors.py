@@ -14,9 +14,9 @@ import pytest
 from hrsbench_plugins.hrs import HRS
 
 from hrsbench import Attack, HrsbenchError
-from hrsbench.cells import expand
-from hrsbench.config import parse_config
-from hrsbench.executors import (
+from hrsbench.engine.cells import expand
+from hrsbench.engine.config import parse_config
+from hrsbench.engine.executors import (
     LocalExecutor,
     RayExecutor,
     Task,
@@ -24,9 +24,9 @@ from hrsbench.executors import (
     make_executor,
     raise_failures,
 )
-from hrsbench.plan import model_pieces, parallel_models, piece_graph
-from hrsbench.results import read_lines
-from hrsbench.runner import run
+from hrsbench.engine.plan import model_pieces, parallel_models, piece_graph
+from hrsbench.engine.runner import run
+from hrsbench.results.store import read_lines
 from tests.toys import registry_with
 
 ray = pytest.importorskip("ray")

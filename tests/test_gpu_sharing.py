@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from hrsbench import HrsbenchError
-from hrsbench.executors import RayExecutor, Task, make_executor
+from hrsbench.engine.executors import RayExecutor, Task, make_executor
 
 ray = pytest.importorskip("ray")
 

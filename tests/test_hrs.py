@@ -13,7 +13,7 @@ from scipy.stats import chisquare
 from torch import nn
 
 from hrsbench import Arch, Classifier, HrsbenchError, ModelCache, Trainer
-from hrsbench.params import validate
+from hrsbench.plugin.params import validate
 
 ARCH = Arch(in_channels=1, image_size=16, conv=(4, 4, 4, 4), fc=(16, 16), train_dropout=0.3)
 SHAPE = (1, 16, 16)
@@ -274,6 +274,6 @@ def test_channels_are_a_list_of_widths():
 
 
 def test_registered_as_a_defense():
-    from hrsbench.plugins import load_registry
+    from hrsbench.plugin.registry import load_registry
 
     assert load_registry().get("defense", "hrs") is HRS

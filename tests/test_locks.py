@@ -101,8 +101,8 @@ def test_two_runs_on_one_folder_do_everything_once_and_log_progress(tmp_path, da
 def test_the_runner_holds_the_lock_itself_and_reenters_the_callers(tmp_path):
     """Called from code (not the CLI), a run on a held folder is refused too; a caller holding
     the lock itself (as the CLI does around the run and its reports) is let through."""
-    from hrsbench.config import parse_config
-    from hrsbench.runner import run
+    from hrsbench.engine.config import parse_config
+    from hrsbench.engine.runner import run
 
     cfg = parse_config({"defenses": [{"name": "base"}], "n_test": 1})
     with held_by_another_thread(tmp_path), pytest.raises(HrsbenchError, match="in use"):
@@ -116,7 +116,7 @@ def test_the_runner_holds_the_lock_itself_and_reenters_the_callers(tmp_path):
 def test_a_model_is_trained_once_by_processes_sharing_a_cache(tmp_path):
     """Two workers wanting one uncached model: the first trains it under the model's lock, the
     second waits for the lock and then finds it in the cache."""
-    from hrsbench.cache import ModelCache
+    from hrsbench.plugin.cache import ModelCache
 
     trained, waited = [], []
 

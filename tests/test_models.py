@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from hrsbench import base_model, base_stages, insert_stages, split_stages
-from hrsbench.plugins import registry
+from hrsbench.plugin.registry import registry
 
 
 @pytest.mark.parametrize(("name", "shape", "params"), [

@@ -1,6 +1,6 @@
 import pytest
 
-from hrsbench.outcomes import decode_counts, encode_counts, pair_index
+from hrsbench.results.outcomes import decode_counts, encode_counts, pair_index
 
 
 @pytest.mark.parametrize("counts", [[], [0, 5, 3, 1], [0, 300, 65535], list(range(256))])

@@ -9,8 +9,8 @@ from dataclasses import dataclass, fields
 import pytest
 
 from hrsbench import Defense, HrsbenchError, base_model
-from hrsbench.params import defaults, instantiate, parameters, validate
-from hrsbench.plugins import load_registry
+from hrsbench.plugin.params import defaults, instantiate, parameters, validate
+from hrsbench.plugin.registry import load_registry
 
 REGISTRY = load_registry()
 PGD = REGISTRY.get("attack", "pgd")

@@ -8,10 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from hrsbench.cache import ModelCache
-from hrsbench.cells import expand
-from hrsbench.config import parse_config
-from hrsbench.plan import (
+from hrsbench.engine.cells import expand
+from hrsbench.engine.config import parse_config
+from hrsbench.engine.plan import (
     History,
     Rates,
     Task,
@@ -24,7 +23,8 @@ from hrsbench.plan import (
     read_history,
     sharing,
 )
-from hrsbench.plugins import registry
+from hrsbench.plugin.cache import ModelCache
+from hrsbench.plugin.registry import registry
 
 SHARED = {
     "dataset": "mnist", "epochs": 1, "n_test": 1,
@@ -78,7 +78,7 @@ def test_critical_path_and_schedules():
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory, data_dir):
     """A finished tiny run: its lines are the timings the plan estimates from."""
-    from hrsbench.runner import run
+    from hrsbench.engine.runner import run
 
     out = tmp_path_factory.mktemp("tiny")
     cache = tmp_path_factory.mktemp("tiny-cache")
@@ -125,7 +125,7 @@ def test_cli_dry_run_prints_the_plan_and_runs_nothing(tiny_run, tmp_path, monkey
     cfg, out, cache = tiny_run
     config = tmp_path / "tiny.toml"
     config.write_text(_toml(cfg))
-    monkeypatch.setattr("hrsbench.runner.obtain_model", lambda *a: pytest.fail("trained"))
+    monkeypatch.setattr("hrsbench.engine.runner.obtain_model", lambda *a: pytest.fail("trained"))
     result = CliRunner().invoke(app, ["run", str(config), "--out", str(out), "--cache-dir",
                                       str(cache), "--dry-run"])
     assert result.exit_code == 0, result.output
@@ -168,7 +168,7 @@ def _toml(cfg: dict) -> str:
 def test_plan_and_run_schedule_the_same_piece_tasks(tmp_path):
     """A cached model loads whole: neither the run nor its dry-run plan makes piece tasks for it,
     while an uncached one trains each channel as a task."""
-    from hrsbench.plan import scheduled_pieces
+    from hrsbench.engine.plan import scheduled_pieces
     from tests.test_executors import HRS_RUN, ParallelHRS
     from tests.toys import registry_with
 
@@ -213,7 +213,7 @@ def test_gpu_plan_estimates_from_a_gpu_check_summary(tmp_path, monkeypatch):
     model = next(line for line in lines if line.strip().startswith("base ") and "train" in line)
     assert "1 s" in model and "GPU rate" in model  # 2 epochs × 500 images at 1,000 images/s
     # one batch of 18 targeted pairs × 10 steps, priced per batch of 256 at 2,560 image-steps/s
-    from hrsbench.plan import DeviceRates
+    from hrsbench.engine.plan import DeviceRates
 
     pgd = next(c for c in expand(cfg, reg) if c.attack == "pgd")
     assert DeviceRates.read(path).cell_cost(pgd) == pytest.approx(0.15 + 10 * 256 / 2560)
@@ -231,7 +231,7 @@ def test_gpu_plan_without_a_summary_says_so(tmp_path, monkeypatch):
 
 
 def test_shipped_gpu_summary_reads():
-    from hrsbench.plan import device_rates
+    from hrsbench.engine.plan import device_rates
 
     rates, source = device_rates("cuda")
     assert rates is not None and rates.train["mnist"] > 0 and rates.attack["cifar10"] > 0

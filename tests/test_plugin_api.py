@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 
 from hrsbench import HrsbenchError
-from hrsbench.config import parse_config
-from hrsbench.params import defaults, instantiate
-from hrsbench.plugins import load_registry
-from hrsbench.runner import run
+from hrsbench.engine.config import parse_config
+from hrsbench.engine.runner import run
+from hrsbench.plugin.params import defaults, instantiate
+from hrsbench.plugin.registry import load_registry
 from tests.toys import N_CLASSES, SHAPE, Prototype, one_thread, toy_data
 
 REGISTRY = load_registry()

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 import hrsbench
-from hrsbench import data, gradient, hookspecs, models, threat
+from hrsbench.plugin import dataset as data
+from hrsbench.plugin import gradient, hookspecs, models, threat
 
 DOC = (Path(__file__).resolve().parents[1] / "docs" / "plugin-reference.md").read_text()
 

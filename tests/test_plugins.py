@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from hrsbench import HrsbenchError
-from hrsbench.plugins import PluginError, PluginWarning, Registry, guarded, load_registry
+from hrsbench.plugin.registry import PluginError, PluginWarning, Registry, guarded, load_registry
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples" / "hrsbench-example-plugin"
@@ -135,7 +135,7 @@ def test_a_threat_declaring_an_unknown_kind_is_refused_when_it_loads():
                               "odd-pkg", "1")
     reg = Registry()
     reg.add_module(_module("plain", source.replace("KIND", "")), "odd-pkg", "1")
-    from hrsbench.cells import threat_kind
+    from hrsbench.engine.cells import threat_kind
 
     assert threat_kind(reg.get("threat", "odd")) == "threat"
 

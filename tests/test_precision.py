@@ -7,7 +7,7 @@ import platform
 
 import pytest
 
-from hrsbench.precision import bf16_native, cpu_flags
+from hrsbench.engine.precision import bf16_native, cpu_flags
 
 
 @pytest.mark.parametrize(("flags", "native"), [
@@ -42,7 +42,7 @@ SMALL = {"dataset": "mnist", "n_train": 5000, "n_test": 1, "n_clean": 200, "epoc
 
 
 def test_auto_is_bf16_exactly_where_it_is_native(monkeypatch):
-    from hrsbench import precision
+    from hrsbench.engine import precision
 
     monkeypatch.setattr(precision, "bf16_native", lambda device="cpu", flags=None: True)
     assert precision.resolve("auto", "cpu") == "bf16"
@@ -52,9 +52,9 @@ def test_auto_is_bf16_exactly_where_it_is_native(monkeypatch):
 
 
 def test_fp32_keeps_the_keys_and_hash_written_before_precision_existed():
-    from hrsbench.cache import stable_hash
-    from hrsbench.config import parse_config
-    from hrsbench.record import MODEL_FORMAT, ModelSpec
+    from hrsbench.engine.config import parse_config
+    from hrsbench.plugin.cache import stable_hash
+    from hrsbench.results.record import MODEL_FORMAT, ModelSpec
 
     m = ModelSpec("mnist", "base", {}, 0, None, 5, "hrsbench", "0.1.0")
     assert m.precision == "fp32"
@@ -92,8 +92,8 @@ def test_a_model_trained_in_one_precision_is_never_loaded_for_the_other(data_dir
 def test_schema_2_lines_read_as_fp32_with_their_keys():
     import json
 
-    from hrsbench.migrate import migrate
-    from hrsbench.record import SCHEMA_VERSION, ResultLine
+    from hrsbench.results.migrate import migrate
+    from hrsbench.results.record import SCHEMA_VERSION, ResultLine
     from tests.conftest import REPO
 
     raw = json.loads((REPO / "leaderboards/mnist-paper/results.jsonl").read_text()

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from hrsbench.config import load_config, presets
-from hrsbench.params import instantiate
-from hrsbench.plugins import load_registry
+from hrsbench.engine.config import load_config, presets
+from hrsbench.plugin.params import instantiate
+from hrsbench.plugin.registry import load_registry
 
 REGISTRY = load_registry()
 

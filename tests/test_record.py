@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from hrsbench.errors import HrsbenchError
-from hrsbench.migrate import migrate
-from hrsbench.record import (
+from hrsbench.results.migrate import migrate
+from hrsbench.results.record import (
     SCHEMA_VERSION,
     Evaluation,
     Kind,
@@ -151,10 +151,10 @@ PRESETS = {"mnist-paper-cpu": PUBLISHED[0], "cifar10-paper-cpu": PUBLISHED[1],
 
 @pytest.mark.parametrize("preset", PRESETS)
 def test_rerunning_a_published_preset_finds_every_migrated_cell(preset):
-    from hrsbench.cells import expand
-    from hrsbench.config import load_config
-    from hrsbench.plugins import registry
-    from hrsbench.results import read_lines
+    from hrsbench.engine.cells import expand
+    from hrsbench.engine.config import load_config
+    from hrsbench.plugin.registry import registry
+    from hrsbench.results.store import read_lines
 
     cfg, _ = load_config(preset)
     keys = {c.key for c in expand(cfg, registry())}
@@ -167,7 +167,7 @@ def test_rerunning_a_published_preset_finds_every_migrated_cell(preset):
 def test_published_grid_lines_carry_every_attacked_examples_outcome(path, n_attack_lines):
     """Every attack line of the published MNIST and CIFAR-10 grids has one success count per
     attacked example, in [0, repeats], and every clean line one correct count per clean image."""
-    from hrsbench.results import load_results
+    from hrsbench.results.store import load_results
 
     df = load_results(path)
     attacks = df[df["attack"] != "none"]
@@ -180,8 +180,8 @@ def test_published_grid_lines_carry_every_attacked_examples_outcome(path, n_atta
 
 
 def test_load_results_decodes_the_counts(tmp_path):
-    from hrsbench.outcomes import encode_counts
-    from hrsbench.results import ResultStore, load_results
+    from hrsbench.results.outcomes import encode_counts
+    from hrsbench.results.store import ResultStore, load_results
 
     store = ResultStore(tmp_path / "results.jsonl")
     store.append(make_line(successes=encode_counts([0, 5, 3]), successes_pick=encode_counts(

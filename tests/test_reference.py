@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from hrsbench.config import load_config
+from hrsbench.engine.config import load_config
 from hrsbench.errors import HrsbenchError
 from hrsbench.report.build import build_report
 from hrsbench.report.leaderboard import write_leaderboard

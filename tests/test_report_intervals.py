@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from hrsbench.migrate import migrate
 from hrsbench.report.leaderboard import write_leaderboard
+from hrsbench.results.migrate import migrate
 from tests.outcome_lines import attack_line, clean_line, study
 
 OUTCOMES = ("successes", "successes_pick", "clean_correct")
@@ -133,7 +133,7 @@ def test_paper_rows_show_our_interval_and_say_why_a_des_is_missing(tmp_path):
 def test_merged_runs_on_different_image_sets_get_a_table_each(tmp_path):
     """The same threat attacked on 40 images by one run and on the first 10 by another: a family
     table per image set, each counting every model once, titled with its image count."""
-    from hrsbench.outcomes import decode_counts
+    from hrsbench.results.outcomes import decode_counts
 
     big = study(families={"strong": [-3.0, -2.5], "weak": [0.6, 0.8]})
     small = []

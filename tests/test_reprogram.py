@@ -25,19 +25,19 @@ from hrsbench_plugins.reprogram import (
 from torch import nn
 
 from hrsbench import Arch, Dataset, HrsbenchError, ModelCache, base_model
-from hrsbench.cache import stable_hash
-from hrsbench.cells import expand
-from hrsbench.config import parse_config
-from hrsbench.migrate import V1_REQUIRED as REQUIRED
+from hrsbench.engine.cells import expand
+from hrsbench.engine.config import parse_config
+from hrsbench.engine.runner import run
+from hrsbench.plugin.cache import stable_hash
+from hrsbench.plugin.threat import ThreatContext, frozen
 from hrsbench.report.reprogramming import (
     reprogramming_markdown,
     reprogramming_score,
     reprogramming_table,
     write_reprogramming,
 )
-from hrsbench.results import read_lines
-from hrsbench.runner import run
-from hrsbench.threat import ThreatContext, frozen
+from hrsbench.results.migrate import V1_REQUIRED as REQUIRED
+from hrsbench.results.store import read_lines
 from tests.toys import one_thread, registry_with
 
 SOURCE_SHAPE = (1, 12, 12)

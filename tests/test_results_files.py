@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from hrsbench.cli import app
 from hrsbench.errors import HrsbenchError
-from hrsbench.results import ResultsWarning, parse_line, read_lines
+from hrsbench.results.store import ResultsWarning, parse_line, read_lines
 from tests.test_leaderboard import line, write
 
 GOOD = [line("base", {}, 0.99, "none"), line("base", {}, 0.99, asr=0.9)]
@@ -77,8 +77,8 @@ def test_leaderboard_skip_bad_names_what_it_skipped(tmp_path: Path) -> None:
 def test_train_time_adds_every_process_share(tmp_path: Path) -> None:
     """A training killed after its first epoch and resumed by a new process: the resumed
     trainer knows the seconds the first one spent."""
-    from hrsbench.cache import ModelCache
-    from hrsbench.training import Trainer
+    from hrsbench.plugin.cache import ModelCache
+    from hrsbench.plugin.training import Trainer
 
     x, y = torch.rand(64, 1, 4, 4), torch.randint(0, 2, (64,))
 
@@ -117,7 +117,7 @@ def test_full_disk_is_one_line_naming_the_file_and_leaves_no_torn_line(tmp_path,
     import os
 
     from hrsbench.paths import os_error_line
-    from hrsbench.results import ResultStore
+    from hrsbench.results.store import ResultStore
 
     store = ResultStore(tmp_path / "results.jsonl")
     store.append(parse_line(json.dumps(GOOD[0])))
@@ -137,7 +137,7 @@ def test_full_disk_is_one_line_naming_the_file_and_leaves_no_torn_line(tmp_path,
 
 
 def test_checkpoint_write_failure_names_the_file(tmp_path, monkeypatch):
-    from hrsbench.cache import atomic_save
+    from hrsbench.plugin.cache import atomic_save
 
     def full(obj, f):
         raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704")

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 
 from hrsbench import Attack, HrsbenchError, hookimpl
-from hrsbench.config import parse_config
-from hrsbench.migrate import V1_REQUIRED as REQUIRED
-from hrsbench.plugins import load_registry
-from hrsbench.results import ResultsWarning, read_lines
-from hrsbench.runner import run
+from hrsbench.engine.config import parse_config
+from hrsbench.engine.runner import run
+from hrsbench.plugin.registry import load_registry
+from hrsbench.results.migrate import V1_REQUIRED as REQUIRED
+from hrsbench.results.store import ResultsWarning, read_lines
 
 SMALL = {
     "dataset": "mnist", "n_train": 2000, "n_test": 2, "n_clean": 200, "epochs": 2, "repeats": 2,
@@ -83,10 +83,11 @@ def test_lines_carry_the_schema(reg, tmp_path, data_dir, shared_cache):
 
 def test_rerun_recomputes_nothing(reg, tmp_path, data_dir, shared_cache, monkeypatch):
     first = go(reg, tmp_path, data_dir, shared_cache)
-    from hrsbench.data import Dataset
+    from hrsbench.plugin.dataset import Dataset
 
     monkeypatch.setattr(Dataset, "load", lambda *a, **k: pytest.fail("rerun loaded data"))
-    monkeypatch.setattr("hrsbench.runner.obtain_model", lambda *a: pytest.fail("rerun trained"))
+    monkeypatch.setattr("hrsbench.engine.runner.obtain_model",
+                        lambda *a: pytest.fail("rerun trained"))
     assert go(reg, tmp_path, data_dir, shared_cache) == first
 
 
@@ -127,7 +128,7 @@ def test_corrupt_checkpoint_fails_without_losing_results(reg, tmp_path, data_dir
 
 def test_model_is_obtained_once_for_all_cells(reg, tmp_path, data_dir, shared_cache,
                                               monkeypatch):
-    import hrsbench.runner as runner
+    import hrsbench.engine.runner as runner
 
     calls = []
     real = runner.obtain_model
@@ -141,7 +142,7 @@ def test_model_is_obtained_once_for_all_cells(reg, tmp_path, data_dir, shared_ca
 
 @pytest.mark.parametrize("targeted", [True, False])
 def test_lines_carry_per_example_outcomes(reg, tmp_path, data_dir, shared_cache, targeted):
-    from hrsbench.outcomes import decode_counts
+    from hrsbench.results.outcomes import decode_counts
 
     lines = go(reg, tmp_path, data_dir, shared_cache, targeted=targeted,
                attacks=[{"name": "fgsm", "strengths": [0.3]}], repeats=3)

@@ -183,7 +183,7 @@ def test_whitebox_understates_flags_weakened_single_draw_gradients():
 def test_large_eps_passes_an_honest_noisy_model_short_of_95_percent():
     """Gaussian input noise σ = 0.6: about 61 % clean accuracy, 80–85 % success at ε = 1 with
     correct gradients. Not masking: success reaches the model's own clean accuracy."""
-    from hrsbench.metrics import accuracy, predictions
+    from hrsbench.plugin.metrics import accuracy, predictions
     from tests.toys import toy_data
 
     model = Noisy(sigma=0.6)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from hrsbench.record import SECTIONS, Kind, ResultLine, Setting
+from hrsbench.results.record import SECTIONS, Kind, ResultLine, Setting
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "results-schema.md"
 

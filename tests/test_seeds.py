@@ -179,9 +179,9 @@ def test_leaderboard_of_two_seeds_pools_them_and_shows_the_spread(tmp_path):
 def test_a_two_seed_run_trains_each_seed_and_its_leaderboard_pools_them(tmp_path, data_dir):
     """End to end: ``seeds = [0, 1]`` trains one model per seed, attacks each, and the
     leaderboard pools the pairs of lines into one row per configuration."""
-    from hrsbench.config import parse_config
+    from hrsbench.engine.config import parse_config
+    from hrsbench.engine.runner import run
     from hrsbench.report.leaderboard import write_leaderboard
-    from hrsbench.runner import run
 
     cfg = parse_config({
         "dataset": "mnist", "n_train": 256, "n_test": 2, "n_clean": 100, "epochs": 1,

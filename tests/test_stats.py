@@ -61,7 +61,7 @@ def test_delta_d_is_paired_on_the_same_pairs():
     without error, although each rate alone varies a lot with the images drawn."""
     df = study()
     base = df[(df["defense"] == "base") & (df["attack"] == "pgd")].iloc[0]
-    from hrsbench.outcomes import decode_counts, encode_counts
+    from hrsbench.results.outcomes import decode_counts, encode_counts
 
     wins = decode_counts(base["successes"]).clip(1, None)
     df.loc[base.name, "successes"] = encode_counts(wins)

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from hrsbench import Arch, ModelCache, Trainer, base_model
-from hrsbench.training import FAST_LAYOUT
+from hrsbench.plugin.training import FAST_LAYOUT
 
 ARCH = Arch(in_channels=1, image_size=16, conv=(4, 4, 4, 4), fc=(16, 16), train_dropout=0.3)
 

@@ -15,11 +15,11 @@ import torch
 from torch import nn
 
 from hrsbench import Defense, hookimpl
-from hrsbench.cells import Cell
-from hrsbench.config import RunConfig
-from hrsbench.params import defaults
-from hrsbench.plugins import Registry, load_registry, registry
-from hrsbench.runner import evaluate
+from hrsbench.engine.cells import Cell
+from hrsbench.engine.config import RunConfig
+from hrsbench.engine.runner import evaluate
+from hrsbench.plugin.params import defaults
+from hrsbench.plugin.registry import Registry, load_registry, registry
 
 SHAPE = (1, 4, 4)
 N_CLASSES = 10

@@ -18,10 +18,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from hrsbench.record import canonical
 from hrsbench.report.behaviour import BASE, ETA, BehaviourRange, des_score
 from hrsbench.report.frame import GROUP, MATCH, choose_base, missing, prepare, row_key
 from hrsbench.report.tables import value
+from hrsbench.results.record import canonical
 
 __all__ = ["BASE", "ETA", "GROUP", "MATCH", "BehaviourRange", "attach_des", "canonical",
            "des_score", "deterministic_defenses", "expand_settings", "family_summary",

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from hrsbench.record import COMPARISON_COLUMNS, THREAT_COLUMNS, canonical
+from hrsbench.results.record import COMPARISON_COLUMNS, THREAT_COLUMNS, canonical
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -36,7 +36,7 @@ from hrsbench.report.tables import (
     pp,
 )
 from hrsbench.report.worstcase import SINGLE_LINE, saturated
-from hrsbench.storage import atomic_write
+from hrsbench.results.storage import atomic_write
 
 
 def _first_seen(values: pd.Series) -> list[Any]:

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hrsbench.errors import HrsbenchError
-from hrsbench.record import ResultLine
-from hrsbench.results import frame, read_numbered
+from hrsbench.results.record import ResultLine
+from hrsbench.results.store import frame, read_numbered
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -59,7 +59,6 @@ from typing import Any
 
 import numpy as np
 
-from hrsbench.record import Kind
 from hrsbench.report.frame import adaptive, missing, model_id
 from hrsbench.report.stats import (
     LEVEL,
@@ -68,6 +67,7 @@ from hrsbench.report.stats import (
     outcome_columns,
     resampled_ratios,
 )
+from hrsbench.results.record import Kind
 
 PASS, FAIL, UNKNOWN = "pass", "fail", "unknown"
 #: ``whitebox``'s status when every adaptive gap is its stronger optimiser's, not randomness.

@@ -31,11 +31,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from hrsbench.record import canonical
 from hrsbench.report.behaviour import des_score, des_values
 from hrsbench.report.frame import GROUP, MODEL, missing
 from hrsbench.report.stats import Bootstrap, Replicates
 from hrsbench.report.tables import FLAG_FIELDS, flags
+from hrsbench.results.record import canonical
 
 #: Columns a pooled line's seeds share: everything that identifies a line except the seed.
 POOL = (*GROUP, "n_clean", "defense", "params_key", "n_train", "epochs", "kind",

@@ -29,10 +29,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from hrsbench.outcomes import decode_counts
 from hrsbench.report.behaviour import des_values
 from hrsbench.report.des import BASE, ETA, GROUP, BehaviourRange
 from hrsbench.report.frame import model_id
+from hrsbench.results.outcomes import decode_counts
 
 #: Resamples drawn by default: enough for stable 2.5 % and 97.5 % percentiles.
 REPLICATES = 2000
@@ -184,8 +184,8 @@ def resampled_means(values: np.ndarray, name: str, boot: Bootstrap) -> np.ndarra
 
 def image_sums(counts: np.ndarray, n_images: int) -> np.ndarray | None:
     """Per attacked image, the sum of its examples' counts (an image's pairs are consecutive in
-    the attacked order, :func:`hrsbench.outcomes.pair_index`); ``None`` when the counts do not
-    split evenly into ``n_images`` images."""
+    the attacked order, :func:`hrsbench.results.outcomes.pair_index`); ``None`` when the counts
+    do not split evenly into ``n_images`` images."""
     if n_images <= 0 or len(counts) % n_images:
         return None
     return counts.reshape(n_images, -1).sum(axis=1)

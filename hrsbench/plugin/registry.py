@@ -24,9 +24,9 @@ from typing import Any
 
 import pluggy
 
-from hrsbench import hookspecs
 from hrsbench.errors import HrsbenchError
-from hrsbench.record import Kind
+from hrsbench.plugin import hookspecs
+from hrsbench.results.record import Kind
 
 KINDS = ("defense", "attack", "dataset", "threat")
 #: The package that registered each plugin class, for error messages about its instances.
@@ -59,18 +59,18 @@ def base_class(kind: str) -> type:
     """The base class every plugin of ``kind`` derives from (imported on demand: the attack and
     defense bases import torch, which listing names must not need)."""
     if kind == "defense":
-        from hrsbench.defense import Defense
+        from hrsbench.plugin.defense import Defense
 
         return Defense
     if kind == "attack":
-        from hrsbench.attack import Attack
+        from hrsbench.plugin.attack import Attack
 
         return Attack
     if kind == "threat":
-        from hrsbench.threat import Threat
+        from hrsbench.plugin.threat import Threat
 
         return Threat
-    from hrsbench.data import Dataset
+    from hrsbench.plugin.dataset import Dataset
 
     return Dataset
 

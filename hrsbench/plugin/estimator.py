@@ -18,7 +18,7 @@ import torch
 from art.estimators.classification import PyTorchClassifier
 from torch import nn
 
-from hrsbench.config import SETTINGS
+from hrsbench.engine.config import SETTINGS
 from hrsbench.errors import HrsbenchError
 
 #: Settings whose crafting model is the deployed model, with its randomness.

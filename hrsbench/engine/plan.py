@@ -29,11 +29,11 @@ from typing import Any
 
 import torch
 
-from hrsbench.cache import ModelCache
-from hrsbench.cells import Cell
-from hrsbench.params import defaults, instantiate
-from hrsbench.storage import stable_hash
-from hrsbench.training import Trainer
+from hrsbench.engine.cells import Cell
+from hrsbench.plugin.cache import ModelCache
+from hrsbench.plugin.params import defaults, instantiate
+from hrsbench.plugin.training import Trainer
+from hrsbench.results.storage import stable_hash
 
 #: Worker counts the plan reports wall times for.
 WORKERS = (1, 8, 64)
@@ -235,7 +235,7 @@ def _norm(v: Any) -> Any:
 
 def read_history(paths: Iterable[Path]) -> list[dict[str, Any]]:
     """The lines of result files as flat rows (older schemas migrated on reading)."""
-    from hrsbench.results import read_lines
+    from hrsbench.results.store import read_lines
 
     return [line.row() for p in paths for line in read_lines(Path(p))]
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, is_dataclass
 
-from hrsbench.params import parameters
-from hrsbench.plugins import Registration, Registry
+from hrsbench.plugin.params import parameters
+from hrsbench.plugin.registry import Registration, Registry
 
 #: How an attack sees a stochastic defense (docs/attacks.md), as ``[[attacks]] settings`` names.
 SETTING_HELP: dict[str, str] = {
@@ -45,7 +45,7 @@ def describe_parameters(cls: type) -> str:
 def defense_settings(cls: type) -> list[str]:
     """The settings that differ for a defense: a deterministic model is the same under EOT and
     fixed randomness as in white-box; only a defense with an exact expectation has that one."""
-    from hrsbench.defense import Defense
+    from hrsbench.plugin.defense import Defense
 
     if not getattr(cls, "stochastic", False):
         return ["whitebox"]

@@ -1,8 +1,8 @@
-"""``results.jsonl``: one :class:`~hrsbench.record.ResultLine` per finished cell, appended and
-fsynced as one write, so a kill loses at most the line being written, which the next load drops.
+"""``results.jsonl``: one :class:`~hrsbench.results.record.ResultLine` per finished cell, appended
+and fsynced as one write, so a kill loses at most the line being written, which the next load drops.
 
-Reading migrates older lines (:mod:`hrsbench.migrate`) and validates every line, so everything
-downstream sees the current schema only. Light: no torch, ART or matplotlib.
+Reading migrates older lines (:mod:`hrsbench.results.migrate`) and validates every line, so
+everything downstream sees the current schema only. Light: no torch, ART or matplotlib.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hrsbench.errors import HrsbenchError
-from hrsbench.migrate import migrate
-from hrsbench.record import ResultLine, loads
-from hrsbench.storage import atomic_write
+from hrsbench.results.migrate import migrate
+from hrsbench.results.record import ResultLine, loads
+from hrsbench.results.storage import atomic_write
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -145,7 +145,7 @@ class ResultStore:
         self.records[line.provenance.cell_key] = line
 
 
-#: Per-example counts stored encoded (:mod:`hrsbench.outcomes`), decoded in DataFrames.
+#: Per-example counts stored encoded (:mod:`hrsbench.results.outcomes`), decoded in DataFrames.
 COUNT_FIELDS = ("successes", "successes_pick", "clean_correct")
 
 
@@ -155,7 +155,7 @@ def frame(lines: list[ResultLine]) -> pd.DataFrame:
     decoded to int arrays; None where a line has none (lines written before they existed)."""
     import pandas as pd
 
-    from hrsbench.outcomes import decode_counts
+    from hrsbench.results.outcomes import decode_counts
 
     rows = [line.row() for line in lines]
     for row in rows:

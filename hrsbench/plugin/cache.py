@@ -13,7 +13,7 @@ import torch
 from hrsbench.errors import HrsbenchError
 from hrsbench.locks import model_lock
 from hrsbench.paths import default_cache_dir, user_dir
-from hrsbench.storage import atomic_write, stable_hash
+from hrsbench.results.storage import atomic_write, stable_hash
 
 __all__ = ["ModelCache", "atomic_save", "atomic_write", "default_cache_dir", "safe_load",
            "stable_hash", "user_dir"]

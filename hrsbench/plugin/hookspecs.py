@@ -31,5 +31,5 @@ def register_datasets(register: Callable[[type], None]) -> None:
 
 @hookspec
 def register_threats(register: Callable[[type], None]) -> None:
-    """Call ``register(cls)`` for each :class:`hrsbench.threat.Threat` subclass the plugin
+    """Call ``register(cls)`` for each :class:`hrsbench.plugin.threat.Threat` subclass the plugin
     provides (threats beyond per-image evasion, e.g. adversarial reprogramming)."""

@@ -1,6 +1,6 @@
 """The pipeline: config → cells → defense → attack (or threat) → metrics → results.
 
-The work is tasks (:mod:`hrsbench.executors`): each model is trained once (or loaded from the
+The work is tasks (:mod:`hrsbench.engine.executors`): each model is trained once (or loaded from the
 cache) by a model task, and each cell is a task on its model's weights; an executor runs them in
 this process or on a Ray cluster. Only this process appends to ``results.jsonl``, one line as
 each cell finishes, so a rerun skips finished cells whichever executor ran them.
@@ -23,16 +23,23 @@ import torch
 from torch import nn
 
 from hrsbench import __version__
-from hrsbench.attack import Attack
-from hrsbench.cache import ModelCache, atomic_save
-from hrsbench.cells import Cell, expand
-from hrsbench.config import RunConfig
-from hrsbench.data import Dataset
-from hrsbench.defense import Defense
-from hrsbench.estimator import Classifier, crafting_classifier
-from hrsbench.executors import Executor, LocalExecutor, Task, raise_failures
+from hrsbench.engine.cells import Cell, expand
+from hrsbench.engine.config import RunConfig
+from hrsbench.engine.executors import Executor, LocalExecutor, Task, raise_failures
+from hrsbench.engine.plan import (
+    PIECE,
+    Piece,
+    cell_label,
+    model_label,
+    scheduled_pieces,
+)
 from hrsbench.locks import holding_run_lock
-from hrsbench.metrics import (
+from hrsbench.plugin.attack import Attack
+from hrsbench.plugin.cache import ModelCache, atomic_save
+from hrsbench.plugin.dataset import Dataset
+from hrsbench.plugin.defense import Defense
+from hrsbench.plugin.estimator import Classifier, crafting_classifier
+from hrsbench.plugin.metrics import (
     accuracy,
     attack_success,
     gradient_deviation,
@@ -41,21 +48,14 @@ from hrsbench.metrics import (
     targeted_pairs,
     won,
 )
-from hrsbench.outcomes import encode_counts
-from hrsbench.params import instantiate
-from hrsbench.plan import (
-    PIECE,
-    Piece,
-    cell_label,
-    model_label,
-    scheduled_pieces,
-)
-from hrsbench.plugins import Registry, guarded, registry
-from hrsbench.record import Metrics, Provenance, ResultLine
+from hrsbench.plugin.params import instantiate
+from hrsbench.plugin.registry import Registry, guarded, registry
+from hrsbench.plugin.threat import ThreatContext
+from hrsbench.plugin.training import FAST_LAYOUT, Trainer
 from hrsbench.report.sanity import write_report
-from hrsbench.results import ResultStore
-from hrsbench.threat import ThreatContext
-from hrsbench.training import FAST_LAYOUT, Trainer
+from hrsbench.results.outcomes import encode_counts
+from hrsbench.results.record import Metrics, Provenance, ResultLine
+from hrsbench.results.store import ResultStore
 
 #: progress(task, label, done, total): "cells", "train" or "attack".
 Progress = Callable[[str, str, int, int], None]

@@ -1,4 +1,5 @@
-"""Older result lines brought to the current schema (:data:`hrsbench.record.SCHEMA_VERSION`).
+"""Older result lines brought to the current schema
+(:data:`hrsbench.results.record.SCHEMA_VERSION`).
 
 Version 1 lines (no ``schema_version``) are flat objects. Migrating one:
 
@@ -25,7 +26,7 @@ from dataclasses import asdict
 from typing import Any
 
 from hrsbench.errors import HrsbenchError
-from hrsbench.record import (
+from hrsbench.results.record import (
     SCHEMA_VERSION,
     Evaluation,
     Kind,
@@ -36,7 +37,7 @@ from hrsbench.record import (
     cell_key,
     plain,
 )
-from hrsbench.storage import stable_hash
+from hrsbench.results.storage import stable_hash
 
 #: The built-in defenses' traits as version 1 declared them: (stochastic, exact expectation,
 #: strength parameter).

@@ -2,7 +2,7 @@
 parameter set × attack × strength × setting), each with a key that identifies its result.
 
 A cell's key and its model's key are computed by the same functions as a result line's
-(:mod:`hrsbench.record`), from the same parts, so a finished cell is found by its line.
+(:mod:`hrsbench.results.record`), from the same parts, so a finished cell is found by its line.
 """
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ import itertools
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from hrsbench.config import RunConfig
-from hrsbench.params import defaults, instantiate
-from hrsbench.plugins import Registry
-from hrsbench.record import (
+from hrsbench.engine.config import RunConfig
+from hrsbench.plugin.params import defaults, instantiate
+from hrsbench.plugin.registry import Registry
+from hrsbench.results.record import (
     MODEL_FORMAT,
     Evaluation,
     Kind,
@@ -25,7 +25,7 @@ from hrsbench.record import (
     cell_key,
     plain,
 )
-from hrsbench.storage import stable_hash
+from hrsbench.results.storage import stable_hash
 
 __all__ = ["MODEL_FORMAT", "Cell", "expand", "grid"]
 
@@ -71,7 +71,7 @@ class Cell:
     #: The threat kind recorded for a threat cell (``Kind`` value).
     threat_kind: str = Kind.THREAT.value
     #: The arithmetic the model trains in ("fp32" or "bf16"): the config's, resolved for the
-    #: run's device (:func:`hrsbench.precision.resolve`).
+    #: run's device (:func:`hrsbench.engine.precision.resolve`).
     precision: str = "fp32"
 
     def to_dict(self) -> dict[str, Any]:
@@ -125,7 +125,7 @@ class Cell:
 def defense_traits(defense: Any) -> Traits:
     """What a defense class, or one parameter set of it, declares (attack traits are filled in
     per attack): a parameter set may decide whether the model is stochastic."""
-    from hrsbench.defense import Defense
+    from hrsbench.plugin.defense import Defense
 
     dcls = defense if isinstance(defense, type) else type(defense)
     return Traits(bool(defense.stochastic), dcls.expectation is not Defense.expectation,
@@ -141,7 +141,7 @@ def expand(cfg: RunConfig, registry: Registry, device: str = "cpu") -> list[Cell
     training seed (``cfg.seeds``): the seed is part of the model's and the cell's key. The
     config's precision is resolved for ``device`` ("auto": bf16 where it is native).
     """
-    from hrsbench.precision import resolve
+    from hrsbench.engine.precision import resolve
 
     registry.get("dataset", cfg.dataset)
     precision = resolve(cfg.precision, device)

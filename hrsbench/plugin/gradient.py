@@ -20,8 +20,8 @@ from typing import Protocol
 
 import torch
 
-from hrsbench.attack import TensorAttack
-from hrsbench.estimator import Classifier
+from hrsbench.plugin.attack import TensorAttack
+from hrsbench.plugin.estimator import Classifier
 
 Tensor = torch.Tensor
 

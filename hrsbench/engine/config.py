@@ -32,7 +32,7 @@ from pydantic.dataclasses import dataclass
 from pydantic_core import ArgsKwargs
 
 from hrsbench.errors import HrsbenchError
-from hrsbench.storage import stable_hash
+from hrsbench.results.storage import stable_hash
 
 #: How an attack sees a stochastic defense (docs/attacks.md).
 Setting = Literal["whitebox", "eot", "fixed", "expectation"]

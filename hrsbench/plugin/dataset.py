@@ -15,9 +15,9 @@ from typing import ClassVar
 
 import numpy as np
 
-from hrsbench.cache import user_dir
 from hrsbench.errors import HrsbenchError
-from hrsbench.models import Arch
+from hrsbench.plugin.cache import user_dir
+from hrsbench.plugin.models import Arch
 
 
 @dataclass(frozen=True)

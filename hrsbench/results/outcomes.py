@@ -45,7 +45,7 @@ def decode_counts(text: str) -> np.ndarray:
 
 def pair_index(n_images: int, n_classes: int, targeted: bool) -> tuple[np.ndarray, np.ndarray]:
     """For each attacked example, its image index and its target offset (1 … n_classes − 1 in a
-    targeted run, in the order :func:`hrsbench.metrics.targeted_pairs` makes them; 0 when
+    targeted run, in the order :func:`hrsbench.plugin.metrics.targeted_pairs` makes them; 0 when
     untargeted): an image's pairs are resampled together by the cluster bootstrap."""
     if not targeted:
         return np.arange(n_images), np.zeros(n_images, dtype=np.int64)

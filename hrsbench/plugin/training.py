@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from hrsbench.cache import ModelCache, atomic_save, safe_load, stable_hash
+from hrsbench.plugin.cache import ModelCache, atomic_save, safe_load, stable_hash
 
 ProgressFn = Callable[[str, int, int], None]  # (label, done, total)
 

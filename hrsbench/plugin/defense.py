@@ -14,9 +14,9 @@ from typing import Any, ClassVar
 
 from torch import nn
 
-from hrsbench.data import Dataset
-from hrsbench.params import as_dict
-from hrsbench.training import Trainer
+from hrsbench.plugin.dataset import Dataset
+from hrsbench.plugin.params import as_dict
+from hrsbench.plugin.training import Trainer
 
 
 @dataclass

@@ -28,7 +28,7 @@ from enum import StrEnum
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
 from hrsbench.errors import HrsbenchError
-from hrsbench.storage import stable_hash
+from hrsbench.results.storage import stable_hash
 
 #: The version of the line format :class:`ResultLine` writes.
 SCHEMA_VERSION = 3
@@ -143,7 +143,7 @@ class Metrics:
     linf: float | None = None
     l2_mean: float | None = None
     #: Per attacked example, in the attacked order: predictions (of ``repeats``) the attack won,
-    #: encoded by :func:`hrsbench.outcomes.encode_counts`.
+    #: encoded by :func:`hrsbench.results.outcomes.encode_counts`.
     successes: str | None = None
     #: The same counts over the first ``repeats // 2`` predictions only: a worst case over
     #: attacks is picked on one half of the draws and scored on the other.
@@ -269,7 +269,7 @@ class ResultLine:
     @classmethod
     def from_json(cls, text: str | bytes) -> ResultLine:
         """Parse and validate a stored line of this schema version (older versions go through
-        :func:`hrsbench.migrate.migrate` first)."""
+        :func:`hrsbench.results.migrate.migrate` first)."""
         return cls.from_dict(loads(text))
 
     @classmethod

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from hrsbench.estimator import Classifier
+from hrsbench.plugin.estimator import Classifier
 
 #: ``loss(logits, y, targets) -> per-example values``, as :meth:`hrsbench.Attack.loss`.
 Loss = Callable[[torch.Tensor, torch.Tensor, "torch.Tensor | None"], torch.Tensor]

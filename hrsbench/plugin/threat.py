@@ -19,12 +19,12 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 from torch import nn
 
-from hrsbench.cache import ModelCache, stable_hash
-from hrsbench.data import Dataset
-from hrsbench.defense import Defense
+from hrsbench.plugin.cache import ModelCache, stable_hash
+from hrsbench.plugin.dataset import Dataset
+from hrsbench.plugin.defense import Defense
 
 if TYPE_CHECKING:
-    from hrsbench.plugins import Registry
+    from hrsbench.plugin.registry import Registry
 
 ProgressFn = Callable[[str, int, int], None]  # (label, done, total)
 
