@@ -23,7 +23,9 @@ _EXPORTS = {
     "Attack": "hrsbench.plugin.attack",
     "BehaviourRange": "hrsbench.report.des",
     "Bootstrap": "hrsbench.report.stats",
+    "AppliesTo": "hrsbench.results.vocabulary",
     "Classifier": "hrsbench.plugin.estimator",
+    "Crafts": "hrsbench.results.vocabulary",
     "DataFile": "hrsbench.plugin.dataset",
     "Dataset": "hrsbench.plugin.dataset",
     "Defense": "hrsbench.plugin.defense",
@@ -37,7 +39,8 @@ _EXPORTS = {
     "PluginError": "hrsbench.plugin.registry",
     "RayExecutor": "hrsbench.engine.executors",
     "ResultLine": "hrsbench.results.record",
-    "Setting": "hrsbench.results.record",
+    "Setting": "hrsbench.results.vocabulary",
+    "SettingSpec": "hrsbench.results.vocabulary",
     "TensorAttack": "hrsbench.plugin.attack",
     "Threat": "hrsbench.plugin.threat",
     "ThreatContext": "hrsbench.plugin.threat",
@@ -77,7 +80,9 @@ __all__ = [
     "Attack",
     "BehaviourRange",
     "Bootstrap",
+    "AppliesTo",
     "Classifier",
+    "Crafts",
     "DataFile",
     "Dataset",
     "Defense",
@@ -92,6 +97,7 @@ __all__ = [
     "RayExecutor",
     "ResultLine",
     "Setting",
+    "SettingSpec",
     "TensorAttack",
     "Threat",
     "ThreatContext",
@@ -185,5 +191,6 @@ if TYPE_CHECKING:  # for type checkers and IDEs; never executed
     )
     from hrsbench.report.worstcase import worst_case
     from hrsbench.results.migrate import migrate
-    from hrsbench.results.record import Kind, ResultLine, Setting
+    from hrsbench.results.record import Kind, ResultLine
     from hrsbench.results.store import load_results, read_lines
+    from hrsbench.results.vocabulary import AppliesTo, Crafts, Setting, SettingSpec

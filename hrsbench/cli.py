@@ -199,7 +199,7 @@ def run(
                           on_start=started,
                           on_wait=lambda who: print(f"waiting for {who}, which holds {out}",
                                                     flush=True))
-    console.print(results_table(done.lines))
+    console.print(results_table(done.lines, done.results.parent))
     console.print(f"results: {done.results}", markup=False, soft_wrap=True)
     console.print(f"leaderboard: {done.leaderboard} (figures in {done.results.parent / 'plots'})",
                   markup=False, soft_wrap=True)
@@ -240,14 +240,16 @@ def progress_reporter() -> Iterator[Callable[[str, str, int, int], None]]:
         yield report
 
 
-def results_table(lines: list[dict[str, Any]]) -> Table:
-    from hrsbench.report.sanity import annotate
+def results_table(lines: list[dict[str, Any]], out: Path) -> Table:
+    """The run's lines, each with its model's sanity verdict as the run's ``sanity.json`` holds
+    it (the reporting step computed it)."""
+    from hrsbench.report.sanity import annotate, read_report
 
     table = Table(title="results")
     for col in ("defense", "params", "attack", "ε", "setting", "clean acc", "ASR", "defense rate",
                 "sanity"):
         table.add_column(col)
-    for r in annotate(lines):
+    for r in annotate(lines, reports=read_report(out)):
         asr = r["attack_success_rate"]
         params = " ".join(f"{k}={v}" for k, v in r["params"].items())
         table.add_row(
@@ -271,7 +273,7 @@ def plugins() -> None:
 
     from rich.markup import escape
 
-    from hrsbench.plugin.catalog import SETTING_HELP, rows
+    from hrsbench.plugin.catalog import rows, setting_help
     from hrsbench.plugin.registry import PluginWarning, load_registry
 
     with warnings.catch_warnings():
@@ -287,7 +289,7 @@ def plugins() -> None:
     settings = Table(title=escape("attack settings ([[attacks]] settings = [...])"))
     for col in ("setting", "the attack crafts against"):
         settings.add_column(col)
-    for name, text in SETTING_HELP.items():
+    for name, text in setting_help().items():
         settings.add_row(name, escape(text))
     console.print(settings)
     for line in reg.warnings:

@@ -11,10 +11,11 @@ from art.attacks.evasion import FastGradientMethod, ProjectedGradientDescent
 from hrsbench import Classifier
 from hrsbench.engine.cells import expand
 from hrsbench.engine.config import parse_config
-from hrsbench.plugin.estimator import SETTINGS, crafting_classifier
+from hrsbench.plugin.estimator import crafting_classifier
 from hrsbench.plugin.metrics import gradient_deviation
 from hrsbench.plugin.params import defaults
 from hrsbench.plugin.registry import load_registry
+from hrsbench.results.vocabulary import BUILTIN_NAMES as SETTINGS
 from tests.toys import (
     N_CLASSES,
     SHAPE,

@@ -9,9 +9,9 @@ import types
 
 from typer.testing import CliRunner
 
-from hrsbench.engine.config import SETTINGS
-from hrsbench.plugin.catalog import SETTING_HELP, describe_parameters, rows
+from hrsbench.plugin.catalog import describe_parameters, rows, setting_help
 from hrsbench.plugin.registry import Registry, load_registry
+from hrsbench.results.vocabulary import BUILTIN_NAMES
 
 SOURCE = """
     from dataclasses import dataclass
@@ -56,7 +56,7 @@ def test_clashing_names_are_listed_with_both_packages():
 
 
 def test_every_setting_is_explained():
-    assert set(SETTING_HELP) == set(SETTINGS)
+    assert set(setting_help()) >= set(BUILTIN_NAMES)
 
 
 def test_plugins_command_lists_kinds_settings_and_defense_settings(monkeypatch):

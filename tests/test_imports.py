@@ -124,6 +124,40 @@ def test_report_never_imports_the_engine(module):
     assert bad == [], f"{module} reaches {bad}"
 
 
+#: The packages' layers, lowest first: a module may import its own package and the packages
+#: listed for it (and the shared leaves ``hrsbench.errors``, ``hrsbench.paths``,
+#: ``hrsbench.locks``); ``hrsbench.api`` and ``hrsbench.cli`` sit on top and may import all.
+LAYERS = {
+    "hrsbench.results": (),
+    "hrsbench.plugin": ("hrsbench.results",),
+    "hrsbench.engine": ("hrsbench.results", "hrsbench.plugin"),
+    "hrsbench.report": ("hrsbench.results",),
+}
+LEAVES = ("hrsbench.errors", "hrsbench.paths", "hrsbench.locks")
+
+
+def package_of(module: str) -> str:
+    return next((p for p in LAYERS if module == p or module.startswith(p + ".")), module)
+
+
+@pytest.mark.parametrize("package", sorted(LAYERS))
+def test_packages_import_only_the_layers_below(package):
+    """The folders are the architecture: the result vocabulary imports no other package, the
+    plugin API only it, the engine those two and never the report, the report only the
+    results. Function-level imports count."""
+    allowed = {package, *LAYERS[package], *LEAVES}
+    bad = sorted((m, dep) for m in MODULES if package_of(m) == package
+                 for dep in GRAPH[m] if package_of(dep) not in allowed and dep != "hrsbench")
+    assert bad == []
+
+
+def test_every_module_sits_in_a_package_or_is_an_entry_point():
+    """Besides the four packages: the public names, the two entry points and the leaves."""
+    top = sorted(m for m in MODULES if package_of(m) not in LAYERS)
+    assert top == sorted(["hrsbench", "hrsbench.api", "hrsbench.cli", "hrsbench.progress",
+                          *LEAVES])
+
+
 @pytest.mark.parametrize("statement, forbidden", [
     ("import hrsbench.report", ("torch", "art", "matplotlib")),
     ("import hrsbench", ("torch", "art", "matplotlib", "pandas")),

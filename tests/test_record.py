@@ -17,11 +17,11 @@ from hrsbench.results.record import (
     ModelSpec,
     Provenance,
     ResultLine,
-    Setting,
     ThreatSpec,
     Traits,
     cell_key,
 )
+from hrsbench.results.vocabulary import Setting
 
 ROOT = Path(__file__).resolve().parent.parent
 PUBLISHED = [ROOT / "leaderboards/mnist-paper/results.jsonl",
@@ -79,7 +79,7 @@ def test_row_has_the_familiar_columns():
 
 @pytest.mark.parametrize("edit, field", [
     (lambda d: d["metrics"].update(defense_rate="high"), "metrics.defense_rate"),
-    (lambda d: d["threat"].update(setting="sideways"), "threat.setting"),
+    (lambda d: d["threat"].update(setting=3), "threat.setting"),
     (lambda d: d["model"].update(seed=True), "model.seed"),
     (lambda d: d["evaluation"].pop("repeats"), "evaluation.repeats"),
     (lambda d: d["provenance"].update(surprise=1), "provenance.surprise"),

@@ -30,6 +30,7 @@ from hrsbench.engine.config import parse_config
 from hrsbench.engine.runner import run
 from hrsbench.plugin.cache import stable_hash
 from hrsbench.plugin.threat import ThreatContext, frozen
+from hrsbench.report.leaderboard import write_run_reports
 from hrsbench.report.reprogramming import (
     reprogramming_markdown,
     reprogramming_score,
@@ -366,6 +367,8 @@ def test_run_writes_threat_lines(reg, tmp_path):
         assert r["attack_success_rate"] == r["reprogram_accuracy_per_epoch"][-1]
         assert r["reprogram_best_accuracy"] == max(r["reprogram_accuracy_per_epoch"])
     assert len(read_lines(out / "results.jsonl")) == 3
+    assert not (out / "sanity.json").exists()  # the engine writes results only
+    write_run_reports(out)
     sanity = json.loads((out / "sanity.json").read_text())
     assert sanity  # threat lines do not break the gradient-masking report
 

@@ -23,6 +23,7 @@ from hrsbench.report.sanity import (
     budget_verdicts,
     check_all,
     check_defense,
+    read_report,
     write_report,
 )
 from tests.toys import (
@@ -152,9 +153,13 @@ def test_reports_group_by_model_and_annotate_lines(tmp_path):
     reports = check_all(good + bad, TRAITS)
     assert [(r["defense"], r["verdict"]) for r in reports] == [("d", OK), ("q", MASKING)]
     assert [r["sanity"] for r in annotate(good + bad, TRAITS)] == [OK, OK, MASKING, MASKING]
-    path = write_report(tmp_path, good + bad, TRAITS)
-    saved = json.loads(path.read_text())
+    written = write_report(tmp_path, good + bad, TRAITS)
+    saved = json.loads((tmp_path / "sanity.json").read_text())
     assert saved["thresholds"]["z"] == 2.0 and len(saved["defenses"]) == 2
+    assert read_report(tmp_path) == written == json.loads(json.dumps(reports))
+    # the verdicts read back from the file annotate as the computed ones do
+    assert annotate(good + bad, TRAITS, reports=read_report(tmp_path)) == annotate(good + bad,
+                                                                                   TRAITS)
 
 
 def evasion(line: dict, **extra) -> dict:

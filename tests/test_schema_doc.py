@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from hrsbench.results.record import SECTIONS, Kind, ResultLine, Setting
+from hrsbench.results.record import SECTIONS, Kind, ResultLine
+from hrsbench.results.vocabulary import Setting
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "results-schema.md"
 

@@ -19,13 +19,14 @@ from hrsbench.results.record import (
     Evaluation,
     Kind,
     ModelSpec,
-    Setting,
     ThreatSpec,
     Traits,
     cell_key,
     plain,
 )
 from hrsbench.results.storage import stable_hash
+from hrsbench.results.vocabulary import WHITEBOX, settings
+from hrsbench.results.vocabulary import setting as spec
 
 __all__ = ["MODEL_FORMAT", "Cell", "expand", "grid"]
 
@@ -95,7 +96,7 @@ class Cell:
         else:
             kind = Kind.CLEAN if self.attack == "none" else Kind.EVASION
         return ThreatSpec(kind, self.attack, plain(self.attack_params), float(self.attack_strength),
-                          Setting(self.setting), self.targeted, self.attack_package,
+                          self.setting, self.targeted, self.attack_package,
                           self.attack_version)
 
     def evaluation(self, n_examples: int = 0, clean_images: int | None = None) -> Evaluation:
@@ -176,12 +177,12 @@ def _attack_cells(cfg: RunConfig, registry: Registry, clean: Cell, ok: set[str])
             instantiate(reg.cls, ap, f"attack {a.name!r}")
             afull = {**defaults(reg.cls), **ap}
             settings = [s for s in a.settings if s in ok]
-            if len(settings) < len(a.settings) and "whitebox" not in settings:
-                settings.append("whitebox")  # its line stands in for the settings it equals
+            if len(settings) < len(a.settings) and WHITEBOX not in settings:
+                settings.append(WHITEBOX)  # its line stands in for the settings it equals
             for strength, setting in itertools.product(a.strengths, settings):
                 cells.append(replace(
                     clean, attack=a.name, attack_params=afull, attack_strength=float(strength),
-                    setting=setting, eot_samples=cfg.eot_samples if setting == "eot" else 1,
+                    setting=setting, eot_samples=cfg.eot_samples if spec(setting).eot else 1,
                     attack_package=reg.package, attack_version=reg.version, traits=traits,
                 ))
     return cells
@@ -200,7 +201,7 @@ def _threat_cells(cfg: RunConfig, registry: Registry, clean: Cell) -> list[Cell]
             tfull = {**defaults(tcls), **tp}
             cells.append(replace(
                 clean, attack=t.name, attack_params=tfull,
-                attack_strength=float(tfull[tcls.strength]), setting="whitebox", targeted=False,
+                attack_strength=float(tfull[tcls.strength]), setting=WHITEBOX, targeted=False,
                 kind="threat", attack_package=reg.package, attack_version=reg.version,
                 traits=traits, threat_kind=threat_kind(tcls),
             ))
@@ -213,11 +214,8 @@ def threat_kind(tcls: type) -> str:
 
 
 def _settings_for(traits: Traits) -> set[str]:
-    """Settings that differ for this defense: a deterministic model is the same under EOT and
-    fixed randomness as in white-box, and only a defense with an exact expectation has one."""
-    ok = {"whitebox"}
-    if traits.defense_stochastic:
-        ok |= {"eot", "fixed"}
-        if traits.defense_expectation:
-            ok.add("expectation")
-    return ok
+    """Settings that differ for this defense (:meth:`SettingSpec.applies`): a deterministic
+    model is the same under EOT and fixed randomness as in white-box, and only a defense with an
+    exact expectation has one."""
+    return {name for name, s in settings().items()
+            if s.applies(bool(traits.defense_stochastic), bool(traits.defense_expectation))}

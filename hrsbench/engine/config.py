@@ -14,7 +14,7 @@ import tomllib
 from dataclasses import asdict, field
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     ConfigDict,
@@ -33,10 +33,7 @@ from pydantic_core import ArgsKwargs
 
 from hrsbench.errors import HrsbenchError
 from hrsbench.results.storage import stable_hash
-
-#: How an attack sees a stochastic defense (docs/attacks.md).
-Setting = Literal["whitebox", "eot", "fixed", "expectation"]
-SETTINGS: tuple[str, ...] = get_args(Setting)
+from hrsbench.results.vocabulary import WHITEBOX, settings
 
 _STRICT = ConfigDict(extra="forbid", allow_inf_nan=False)
 Count = Annotated[StrictInt, Field(ge=1)]
@@ -86,15 +83,35 @@ class DefenseEntry(_Entry):
     pass
 
 
+def known_setting(name: str) -> str:
+    """``name`` if it is a registered setting; the built-in ones are always registered, a
+    plugin's once the plugins are loaded, which happens here only for a name not yet known."""
+    if name not in settings():
+        from hrsbench.plugin.registry import registry
+
+        registry()
+    if name not in settings():
+        raise ValueError(f"unknown setting {name!r}; choose from {', '.join(settings())}")
+    return name
+
+
 @dataclass(config=_STRICT)
 class AttackEntry(_Entry):
     #: Values of the attack's strength parameter (its class's ``strength``: "eps" for budgets).
     strengths: Annotated[list[Strength], Field(min_length=1, validate_default=True)] = field(
         default_factory=list
     )
-    settings: Annotated[list[Setting], Field(min_length=1)] = field(
-        default_factory=lambda: ["whitebox"]
+    #: How the attack sees a stochastic defense (:mod:`hrsbench.results.vocabulary`).
+    settings: Annotated[list[StrictStr], Field(min_length=1)] = field(
+        default_factory=lambda: [WHITEBOX]
     )
+
+    @field_validator("settings")
+    @classmethod
+    def _known_settings(cls, value: list[str]) -> list[str]:
+        for name in value:
+            known_setting(name)
+        return value
 
 
 @dataclass(config=_STRICT)
@@ -250,8 +267,6 @@ def _describe(er: Any, data: dict[str, Any]) -> str:
         return f"{_where(loc[:-1], data) or 'config'}: missing {loc[-1]!r}"
     if kind == "list_type":
         return _not_a_list(loc, where, got)
-    if kind == "literal_error" and "settings" in loc:
-        return f"{where}: unknown setting {got!r}; choose from {', '.join(SETTINGS)}"
     if kind == "too_short" and loc == ("defenses",):
         return _NO_DEFENSES
     if kind == "too_short":

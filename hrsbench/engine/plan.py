@@ -420,7 +420,7 @@ class DeviceRates:
             return None
         p = c.attack_params
         steps = int(p.get("max_iter", 1)) * int(p.get("binary_search_steps", 1))
-        samples = int(p.get("eot_samples") or (c.eot_samples if c.setting == "eot" else 1))
+        samples = int(p.get("eot_samples") or c.eot_samples)
         examples = c.n_test * (9 if c.targeted else 1)
         batches = -(-examples // _RATE_BATCH)
         return _CELL_OVERHEAD_S + batches * steps * samples * _RATE_BATCH / rate

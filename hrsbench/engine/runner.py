@@ -52,10 +52,10 @@ from hrsbench.plugin.params import instantiate
 from hrsbench.plugin.registry import Registry, guarded, registry
 from hrsbench.plugin.threat import ThreatContext
 from hrsbench.plugin.training import FAST_LAYOUT, Trainer
-from hrsbench.report.sanity import write_report
 from hrsbench.results.outcomes import encode_counts
 from hrsbench.results.record import Metrics, Provenance, ResultLine
 from hrsbench.results.store import ResultStore
+from hrsbench.results.vocabulary import setting
 
 #: progress(task, label, done, total): "cells", "train" or "attack".
 Progress = Callable[[str, str, int, int], None]
@@ -127,7 +127,7 @@ def run(
     todo = [c for c in cells if c.key not in store]
     report("cells", "cells", len(cells) - len(todo), len(cells))
     if not todo:
-        return _finish(out, [store.records[c.key] for c in cells], reg)
+        return _rows([store.records[c.key] for c in cells])
 
     # Absolute paths: a worker on another node (or in another directory) reads the same places.
     data_dir, cache_dir = (Path(d).resolve() if d else None for d in (data_dir, cache_dir))
@@ -147,7 +147,7 @@ def run(
         raise_failures(executor.run(_tasks(todo, job, pieces, after, reg), writer))
     finally:
         _DATA.clear()
-    return _finish(out, [store.records[c.key] for c in cells], reg)
+    return _rows([store.records[c.key] for c in cells])
 
 
 @dataclass(frozen=True)
@@ -379,12 +379,10 @@ def result_line(
                       cell.evaluation(n_examples, clean_images), metrics, prov, cell.traits)
 
 
-def _finish(out: Path, lines: list[ResultLine], reg: Registry) -> list[dict[str, Any]]:
-    """Write ``sanity.json`` (gradient-masking checks per defense) beside the results; returns
-    the lines as flat rows (:meth:`ResultLine.row`)."""
-    rows = [line.row() for line in lines]
-    write_report(out, rows)
-    return rows
+def _rows(lines: list[ResultLine]) -> list[dict[str, Any]]:
+    """The run's lines as flat rows (:meth:`ResultLine.row`); the reporting step
+    (:func:`hrsbench.report.leaderboard.write_run_reports`) reads them from ``results.jsonl``."""
+    return [line.row() for line in lines]
 
 
 def evaluate(
@@ -411,7 +409,7 @@ def evaluate(
     n_classes = dataset.arch.n_classes
     deviation = _gradient_deviation(defense, attack, model, x, y, targets, n_classes, cfg, device)
     # The fixed and expectation settings call into the defense's own code.
-    with guarded(defense, {"expectation": "expectation"}.get(cell.setting, "surrogate")):
+    with guarded(defense, str(setting(cell.setting).crafts)):
         classifier = crafting_classifier(
             cell.setting, defense, model, x.shape[1:], n_classes,
             eot_samples=cell.eot_samples, device=str(device),

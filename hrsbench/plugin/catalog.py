@@ -8,14 +8,9 @@ from dataclasses import dataclass, is_dataclass
 
 from hrsbench.plugin.params import parameters
 from hrsbench.plugin.registry import Registration, Registry
+from hrsbench.results.vocabulary import settings
 
 #: How an attack sees a stochastic defense (docs/attacks.md), as ``[[attacks]] settings`` names.
-SETTING_HELP: dict[str, str] = {
-    "whitebox": "the deployed model, one random draw per query",
-    "eot": "gradients averaged over eot_samples draws (expectation over transformation)",
-    "fixed": "the defense's surrogate: its randomness removed or frozen",
-    "expectation": "the defense's exact expected output (only defenses that define one)",
-}
 
 
 @dataclass(frozen=True)
@@ -43,14 +38,19 @@ def describe_parameters(cls: type) -> str:
 
 
 def defense_settings(cls: type) -> list[str]:
-    """The settings that differ for a defense: a deterministic model is the same under EOT and
-    fixed randomness as in white-box; only a defense with an exact expectation has that one."""
+    """The settings that differ for a defense (:meth:`SettingSpec.applies`): a deterministic
+    model is the same under EOT and fixed randomness as in white-box; only a defense with an
+    exact expectation has that one."""
     from hrsbench.plugin.defense import Defense
 
-    if not getattr(cls, "stochastic", False):
-        return ["whitebox"]
+    stochastic = bool(getattr(cls, "stochastic", False))
     own = getattr(cls, "expectation", None) is not Defense.expectation
-    return ["whitebox", "eot", "fixed"] + (["expectation"] if own else [])
+    return [name for name, s in settings().items() if s.applies(stochastic, own)]
+
+
+def setting_help() -> dict[str, str]:
+    """Every registered setting and what an attack crafts against in it."""
+    return {name: s.help for name, s in settings().items()}
 
 
 def _notes(r: Registration) -> str:

@@ -18,11 +18,8 @@ import torch
 from art.estimators.classification import PyTorchClassifier
 from torch import nn
 
-from hrsbench.engine.config import SETTINGS
 from hrsbench.errors import HrsbenchError
-
-#: Settings whose crafting model is the deployed model, with its randomness.
-RANDOM_SETTINGS = ("whitebox", "eot")
+from hrsbench.results.vocabulary import Crafts, setting
 
 #: ``objective(logits) -> per-example values``: what a gradient query differentiates.
 Objective = Callable[[torch.Tensor], torch.Tensor]
@@ -150,29 +147,28 @@ def input_shape(model_input: np.ndarray | torch.Tensor) -> tuple[int, ...]:
     return tuple(model_input.shape[1:])
 
 
-def crafting_model(setting: str, defense: Any, model: nn.Module) -> nn.Module:
-    """The model an attack differentiates in ``setting`` (EOT uses the deployed model).
+def crafting_model(name: str, defense: Any, model: nn.Module) -> nn.Module:
+    """The model an attack differentiates in setting ``name`` (EOT uses the deployed model).
 
     Called once per cell, so in ``fixed`` every query of every chunk sees the same surrogate
     (one frozen draw of the randomness), however often an attack calls the model per step.
     """
-    if setting in RANDOM_SETTINGS:
+    crafts = setting(name).crafts
+    if crafts is Crafts.DEPLOYED:
         return model
-    if setting == "fixed":
+    if crafts is Crafts.SURROGATE:
         return defense.surrogate(model)
-    if setting == "expectation":
-        exp = defense.expectation(model)
-        if exp is None:
-            raise HrsbenchError(
-                f"defense {defense.name!r} has no exact expectation model; "
-                "drop the 'expectation' setting for it"
-            )
-        return exp
-    raise HrsbenchError(f"unknown attack setting {setting!r}; choose from {', '.join(SETTINGS)}")
+    exp = defense.expectation(model)
+    if exp is None:
+        raise HrsbenchError(
+            f"defense {defense.name!r} has no exact expectation model; "
+            f"drop the {name!r} setting for it"
+        )
+    return exp
 
 
 def crafting_classifier(
-    setting: str,
+    name: str,
     defense: Any,
     model: nn.Module,
     input_shape: tuple[int, ...],
@@ -180,10 +176,11 @@ def crafting_classifier(
     eot_samples: int = 1,
     device: str = "cpu",
 ) -> Classifier:
-    """The classifier an attack gets in ``setting``: the crafting model, marked stochastic only
-    when it is the deployed model of a stochastic defense."""
-    stochastic = setting in RANDOM_SETTINGS and bool(getattr(defense, "stochastic", True))
+    """The classifier an attack gets in setting ``name``: the crafting model, marked stochastic
+    only when it is the deployed model of a stochastic defense."""
+    stochastic = (setting(name).crafts is Crafts.DEPLOYED
+                  and bool(getattr(defense, "stochastic", True)))
     return Classifier(
-        crafting_model(setting, defense, model), input_shape, nb_classes,
+        crafting_model(name, defense, model), input_shape, nb_classes,
         eot_samples=eot_samples, device=device, stochastic=stochastic,
     )

@@ -10,6 +10,8 @@ from collections.abc import Callable
 
 import pluggy
 
+from hrsbench.results.vocabulary import SettingSpec
+
 hookspec = pluggy.HookspecMarker("hrsbench")
 hookimpl = pluggy.HookimplMarker("hrsbench")
 
@@ -27,6 +29,13 @@ def register_attacks(register: Callable[[type], None]) -> None:
 @hookspec
 def register_datasets(register: Callable[[type], None]) -> None:
     """Call ``register(cls)`` for each :class:`hrsbench.Dataset` subclass the plugin provides."""
+
+
+@hookspec
+def register_settings(register: Callable[[SettingSpec], None]) -> None:
+    """Call ``register(SettingSpec(...))`` for each attack setting the plugin adds
+    (:mod:`hrsbench.results.vocabulary`): its cells, lines, tables and sanity checks then follow
+    from the spec, with no engine change."""
 
 
 @hookspec

@@ -27,12 +27,15 @@ import pluggy
 from hrsbench.errors import HrsbenchError
 from hrsbench.plugin import hookspecs
 from hrsbench.results.record import Kind
+from hrsbench.results.vocabulary import SettingSpec, register_setting
 
 KINDS = ("defense", "attack", "dataset", "threat")
 #: The package that registered each plugin class, for error messages about its instances.
 _PACKAGES: weakref.WeakKeyDictionary[type, str] = weakref.WeakKeyDictionary()
 #: The hook each kind registers through.
 HOOKS = {kind: f"register_{kind}s" for kind in KINDS}
+#: Every hook a plugin may implement: a class kind's, or the vocabulary's settings.
+ALL_HOOKS = (*HOOKS.values(), "register_settings")
 
 
 class PluginWarning(UserWarning):
@@ -156,8 +159,8 @@ def _unmarked_hooks(module: ModuleType) -> list[str]:
 
 
 def _suggest(name: str) -> str:
-    near = difflib.get_close_matches(name, list(HOOKS.values()), n=1, cutoff=0.6)
-    return f"did you mean {near[0]}?" if near else f"hooks are {', '.join(HOOKS.values())}"
+    near = difflib.get_close_matches(name, list(ALL_HOOKS), n=1, cutoff=0.6)
+    return f"did you mean {near[0]}?" if near else f"hooks are {', '.join(ALL_HOOKS)}"
 
 
 class Registry:
@@ -171,11 +174,13 @@ class Registry:
         self.clashes: dict[str, dict[str, list[Registration]]] = {k: {} for k in KINDS}
         #: One line per loading problem that did not stop the load (see :class:`PluginWarning`).
         self.warnings: list[str] = []
+        #: Settings a plugin added to the vocabulary, and the package that added each.
+        self.setting_packages: dict[str, str] = {}
 
     def add_module(self, module: ModuleType, package: str, version: str) -> int:
         """Register a plugin module; returns how many classes it registered."""
         for name in _marked_hooks(module):
-            if name not in HOOKS.values():
+            if name not in ALL_HOOKS:
                 raise HrsbenchError(
                     f"plugin package {package!r}: {module.__name__}.{name} is not an hrsbench "
                     f"hook; {_suggest(name)}"
@@ -187,6 +192,7 @@ class Registry:
             raise HrsbenchError(f"plugin package {package!r}: {'; '.join(str(e).splitlines())}; "
                                 "a hook takes one argument, register") from None
         count = sum(self._call_hooks(module, kind, package, version) for kind in KINDS)
+        count += self._call_settings_hook(module, package)
         if count == 0:
             self._warn_empty(module, package)
         return count
@@ -211,14 +217,40 @@ class Registry:
                 ) from None
         return len(added)
 
+    def _call_settings_hook(self, module: ModuleType, package: str) -> int:
+        """The module's ``register_settings``: each spec joins the vocabulary, and the registry
+        records which package added it."""
+        added = 0
+
+        def register(spec: SettingSpec) -> None:
+            nonlocal added
+            if not isinstance(spec, SettingSpec):
+                raise HrsbenchError(f"plugin package {package!r}: register_settings must "
+                                    f"register SettingSpec objects, not {type(spec).__name__}")
+            register_setting(spec)
+            self.setting_packages[spec.name] = package
+            added += 1
+
+        for impl in [i for i in self.pm.hook.register_settings.get_hookimpls()
+                     if i.plugin is module]:
+            try:
+                impl.function(register=register)
+            except HrsbenchError as e:
+                raise HrsbenchError(f"plugin package {package!r}: {e}") from None
+            except Exception as e:  # a broken plugin must not end in a traceback
+                raise HrsbenchError(
+                    f"plugin package {package!r} raised in register_settings: "
+                    f"{type(e).__name__}: {e}; fix or uninstall it") from None
+        return added
+
     def _warn_empty(self, module: ModuleType, package: str) -> None:
         unmarked = _unmarked_hooks(module)
         if unmarked:
             hint = f"{module.__name__}.{unmarked[0]} is not marked @hookimpl"
-            if unmarked[0] not in HOOKS.values():
+            if unmarked[0] not in ALL_HOOKS:
                 hint += f" ({_suggest(unmarked[0])})"
         else:
-            hint = f"define a hook ({', '.join(HOOKS.values())}) marked @hookimpl"
+            hint = f"define a hook ({', '.join(ALL_HOOKS)}) marked @hookimpl"
         self.warn(f"plugin package {package!r}: module {module.__name__} registers nothing; "
                   f"{hint}")
 

@@ -93,13 +93,15 @@ class Report:
         return pd.DataFrame([r for r in self.merged.records if r["kind"] not in EVASION_KINDS])
 
 
-def with_sanity(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def with_sanity(records: list[dict[str, Any]], reports: list[dict[str, Any]] | None = None
+                ) -> list[dict[str, Any]]:
     """The records with the gradient-masking verdict of their model (:mod:`.sanity`), computed
     on the merged lines, since its checks compare attacks that different runs may hold; records
-    already carrying a flag field are left as they are."""
+    already carrying a flag field are left as they are. ``reports``: the checks when already
+    computed on these lines."""
     if any(f in r for r in records for f in FLAG_FIELDS):
         return records
-    return annotate(records)
+    return annotate(records, reports=reports)
 
 
 def _hashable(key: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -108,14 +110,16 @@ def _hashable(key: tuple[Any, ...]) -> tuple[Any, ...]:
 
 
 def build_report(
-    merged: Merged, base: str = BASE, eta: float = ETA, behaviour: BehaviourRange | None = None
+    merged: Merged, base: str = BASE, eta: float = ETA, behaviour: BehaviourRange | None = None,
+    sanity: list[dict[str, Any]] | None = None,
 ) -> Report:
     """DES of every line and the family summaries with their intervals, and the worst case over
-    attacks, computed once for the markdown and plots."""
+    attacks, computed once for the markdown and plots; ``sanity``: the gradient-masking reports
+    of the merged lines when already computed."""
     behaviour = behaviour or BehaviourRange()
     boot = Bootstrap()
     attacks = [r for r in merged.records if r["kind"] in EVASION_KINDS]
-    scored = attach_des(pd.DataFrame(with_sanity(attacks)), base=base, eta=eta)
+    scored = attach_des(pd.DataFrame(with_sanity(attacks, sanity)), base=base, eta=eta)
     reps = line_replicates(scored, boot, eta)
     worst = worst_case(scored, reps, base, eta, pool=True)
     pooled, preps = pool_seeds(scored, reps)

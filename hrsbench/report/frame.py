@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from hrsbench.results.record import COMPARISON_COLUMNS, THREAT_COLUMNS, canonical
+from hrsbench.results.vocabulary import is_adaptive
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -45,16 +46,12 @@ def several_image_sets(lines: pd.DataFrame) -> bool:
     return bool(lines["n_test"].nunique(dropna=False) > 1)
 
 
-#: Settings that attack a stochastic defense's randomness rather than one draw of it.
-ADAPTIVE_SETTINGS = ("eot", "fixed", "expectation")
-
-
 def adaptive(row: Mapping[str, Any]) -> bool:
     """Whether a line's attack adapted to the defense's randomness: an adaptive setting, or an
     attack that averages its own gradients over several draws of a stochastic model (APGD's
     ``eot_samples``, AutoAttack's version for randomized defenses), even in the white-box
     setting. White-box lines without either are what a non-adaptive evaluation reports."""
-    if row.get("setting") in ADAPTIVE_SETTINGS:
+    if is_adaptive(row.get("setting")):
         return True
     params = row.get("attack_params")
     own = params.get("eot_samples", 1) if isinstance(params, Mapping) else 1

@@ -23,6 +23,7 @@ from hrsbench.report.des import BASE, ETA, BehaviourRange, varying_keys
 from hrsbench.report.frame import MODEL, missing, several_image_sets
 from hrsbench.report.merge import last_finished, merge_results
 from hrsbench.report.reprogramming import reprogramming_markdown, reprogramming_table
+from hrsbench.report.sanity import write_report
 from hrsbench.report.stats import rank_number, resolution_sentence
 from hrsbench.report.tables import (
     FLAG_FIELDS,
@@ -490,13 +491,15 @@ def write_leaderboard(
     generated: datetime | None = None,
     reference: str | Path | None = None,
     skip_bad: bool = False,
+    sanity: list[dict[str, Any]] | None = None,
 ) -> tuple[Path, list[Path]]:
     """Merge ``paths``, write the markdown leaderboard to ``out`` and, if ``plots`` is given, the
     figures there (linked from the markdown); with ``reference``, a paper's numbers beside ours
     (:mod:`hrsbench.report.reference`). Returns the markdown path and the figure paths.
-    ``skip_bad`` leaves malformed result lines out (with a warning) instead of stopping."""
+    ``skip_bad`` leaves malformed result lines out (with a warning) instead of stopping;
+    ``sanity``: the gradient-masking reports of the merged lines, when already computed."""
     report = build_report(merge_results(*paths, skip_bad=skip_bad), base=base, eta=eta,
-                          behaviour=behaviour)
+                          behaviour=behaviour, sanity=sanity)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     figures = _figures(report, plots) if plots is not None else []
@@ -542,14 +545,17 @@ def write_run_reports(
     reference: str | Path | None = None,
     leaderboard: str | Path | None = None,
 ) -> Path | None:
-    """What ``hrsbench run`` leaves beside its ``results.jsonl``: ``leaderboard.md`` (or the
-    ``leaderboard`` path asked for) and its figures under ``plots/``; nothing if the run wrote
-    no results."""
+    """What ``hrsbench run`` leaves beside its ``results.jsonl``: ``sanity.json`` (the
+    gradient-masking checks, computed once and shared with the leaderboard), ``leaderboard.md``
+    (or the ``leaderboard`` path asked for) and its figures under ``plots/``; nothing if the run
+    wrote no results."""
     out_dir = Path(out_dir)
     results = out_dir / "results.jsonl"
     if not results.is_file():
         return None
+    sanity = write_report(out_dir, merge_results(results).records)
     path, _ = write_leaderboard([results], leaderboard or out_dir / "leaderboard.md",
-                                plots=out_dir / "plots", base=base, eta=eta, reference=reference)
+                                plots=out_dir / "plots", base=base, eta=eta, reference=reference,
+                                sanity=sanity)
     return path
 

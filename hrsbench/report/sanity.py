@@ -69,6 +69,9 @@ from hrsbench.report.stats import (
 )
 from hrsbench.results.record import Kind
 
+#: The gradient-masking checks of a run, beside its ``results.jsonl``.
+SANITY_FILE = "sanity.json"
+
 PASS, FAIL, UNKNOWN = "pass", "fail", "unknown"
 #: ``whitebox``'s status when every adaptive gap is its stronger optimiser's, not randomness.
 EXPLAINED = "optimiser"
@@ -562,11 +565,14 @@ def budget_verdicts(lines: Iterable[Line], traits: dict[str, Traits] | None = No
 
 
 def annotate(lines: list[Line], traits: dict[str, Traits] | None = None,
-             thresholds: Thresholds | None = None) -> list[Line]:
+             thresholds: Thresholds | None = None,
+             reports: list[dict[str, Any]] | None = None) -> list[Line]:
     """Copies of ``lines`` with a ``sanity`` field: an attack line's is its model's verdict at
-    its budget, a clean or threat line's the model's overall verdict."""
+    its budget, a clean or threat line's the model's overall verdict. ``reports``: the
+    :func:`check_all` of these lines when already computed (``sanity.json``'s ``defenses``)."""
     traits = traits or {}
-    reports = check_all(lines, traits, thresholds)
+    if reports is None:
+        reports = check_all(lines, traits, thresholds)
     overall = {r["model_key"]: r["verdict"] for r in reports}
     at = {(r["model_key"], b["strength_param"], b["attack_strength"], b["targeted"],
            b["n_test"]): b["verdict"] for r in reports for b in r["budgets"]}
@@ -576,11 +582,19 @@ def annotate(lines: list[Line], traits: dict[str, Traits] | None = None,
 
 
 def write_report(out_dir: str | Path, lines: list[Line], traits: dict[str, Traits] | None = None,
-                 thresholds: Thresholds | None = None) -> Path:
-    """``sanity.json`` beside a run's ``results.jsonl``: the thresholds and every report."""
+                 thresholds: Thresholds | None = None) -> list[dict[str, Any]]:
+    """``sanity.json`` beside a run's ``results.jsonl``: the thresholds and every report;
+    returns the reports."""
     th = thresholds or Thresholds()
-    path = Path(out_dir) / "sanity.json"
+    path = Path(out_dir) / SANITY_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
-    report = {"thresholds": asdict(th), "defenses": check_all(lines, traits, th)}
+    reports = check_all(lines, traits, th)
+    report = {"thresholds": asdict(th), "defenses": reports}
     path.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
-    return path
+    return reports
+
+
+def read_report(out_dir: str | Path) -> list[dict[str, Any]] | None:
+    """The reports a run's ``sanity.json`` holds, or None when it has none."""
+    path = Path(out_dir) / SANITY_FILE
+    return json.loads(path.read_text())["defenses"] if path.is_file() else None

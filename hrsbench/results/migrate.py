@@ -31,7 +31,6 @@ from hrsbench.results.record import (
     Evaluation,
     Kind,
     ModelSpec,
-    Setting,
     ThreatSpec,
     Traits,
     cell_key,
@@ -121,7 +120,7 @@ def v1_to_v2(v1: dict[str, Any]) -> dict[str, Any]:
     return {
         "schema_version": 2,
         "model": {k: v for k, v in asdict(model).items() if k != "precision"},
-        "threat": {**asdict(threat), "kind": threat.kind.value, "setting": threat.setting.value},
+        "threat": {**asdict(threat), "kind": threat.kind.value, "setting": str(threat.setting)},
         "evaluation": asdict(evaluation),
         "metrics": metrics,
         "provenance": {**provenance, "cell_key": cell_key(model, threat, evaluation),
@@ -153,7 +152,7 @@ def _threat(v1: dict[str, Any], hv: str) -> ThreatSpec:
     else:
         kind, builtin = Kind.EVASION, name in BUILTIN_ATTACKS
     package, version = (None, None) if kind == Kind.CLEAN else _package(builtin, hv)
-    return ThreatSpec(kind, name, params, float(v1["attack_strength"]), Setting(v1["setting"]),
+    return ThreatSpec(kind, name, params, float(v1["attack_strength"]), str(v1["setting"]),
                       bool(v1["targeted"]), package, version)
 
 

@@ -49,16 +49,6 @@ class Kind(StrEnum):
     THREAT = "threat"
 
 
-class Setting(StrEnum):
-    """Which model an attack crafted its examples against (docs/attacks.md)."""
-
-    NONE = "none"
-    WHITEBOX = "whitebox"
-    EOT = "eot"
-    FIXED = "fixed"
-    EXPECTATION = "expectation"
-
-
 @dataclass(frozen=True)
 class ModelSpec:
     """What determines a trained model: lines sharing it share the model (and its cache entry)."""
@@ -99,7 +89,9 @@ class ThreatSpec:
     params: dict[str, Any]
     #: The value of the attack's strength parameter (ε for norm-bounded attacks).
     strength: float
-    setting: Setting
+    #: A registered setting's name (:mod:`hrsbench.results.vocabulary`); ``"none"`` on a clean
+    #: or threat line without one.
+    setting: str
     targeted: bool
     #: The distribution that provided the attack or threat plugin and its version (None on a
     #: clean line).
@@ -236,7 +228,7 @@ class ResultLine:
     def threat_key(self) -> tuple[Any, ...]:
         """The threat a rate was measured under (:data:`THREAT_COLUMNS`): one leaderboard table."""
         t = self.threat
-        return (self.model.dataset, t.name, canonical(t.params), t.strength, t.setting.value,
+        return (self.model.dataset, t.name, canonical(t.params), t.strength, str(t.setting),
                 t.targeted)
 
     def group_key(self) -> tuple[Any, ...]:
@@ -253,7 +245,7 @@ class ResultLine:
         """The line as stored, one object per section (values shared, not copied)."""
         d: dict[str, Any] = {name: _shallow(getattr(self, name)) for name in SECTIONS}
         d["threat"]["kind"] = self.threat.kind.value
-        d["threat"]["setting"] = self.threat.setting.value
+        d["threat"]["setting"] = str(self.threat.setting)
         d["schema_version"] = self.schema_version
         return d
 
@@ -298,7 +290,7 @@ class ResultLine:
             "strength": (m.params.get(self.traits.defense_strength)
                          if self.traits.defense_strength else None),
             "kind": t.kind.value, "attack": t.name, "attack_params": t.params,
-            "attack_strength": t.strength, "setting": t.setting.value, "targeted": t.targeted,
+            "attack_strength": t.strength, "setting": str(t.setting), "targeted": t.targeted,
             "attack_package": t.package, "attack_version": t.version,
             "n_test": e.n_test, "n_examples": e.n_examples, "n_clean": e.clean_images,
             "n_clean_config": e.n_clean, "repeats": e.repeats, "eot_samples": e.eot_samples,
@@ -334,7 +326,7 @@ def cell_key(model: ModelSpec, threat: ThreatSpec, evaluation: Evaluation) -> st
     return stable_hash({
         "model": model.key(),
         "threat": [threat.kind.value, threat.name, threat.params, threat.strength,
-                   threat.setting.value, threat.targeted, threat.package, threat.version],
+                   str(threat.setting), threat.targeted, threat.package, threat.version],
         "evaluation": [evaluation.n_test, evaluation.n_clean, evaluation.repeats,
                        evaluation.eot_samples],
     })
