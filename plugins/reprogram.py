@@ -257,6 +257,10 @@ class Reprogram(Threat):
     name = "reprogram"
     strength = "kernel"
     kind = "reprogramming"
+    metrics = ("reprogram_accuracy_per_epoch", "reprogram_accuracy_std_per_epoch",
+               "reprogram_best_accuracy", "reprogram_best_epoch",
+               "reprogram_train_seconds_per_epoch", "reprogram_eval_seconds_per_epoch",
+               "reprogram_n_train", "reprogram_n_classes", "program_parameters")
 
     kernel: int = 3
     epochs: int = 50

@@ -20,6 +20,7 @@ from hrsbench.results.record import (
     ThreatSpec,
     Traits,
     cell_key,
+    check_metric_names,
 )
 from hrsbench.results.vocabulary import Setting
 
@@ -39,7 +40,8 @@ def make_line(**metrics: object) -> ResultLine:
     prov = Provenance("0.1.0", "2.13.0", "1.20.1", "3.11.7", "abc", cell_key(model, threat,
                       evaluation), model.key(), "2026-11-25T00:00:00+00:00", 1.5, 0.0)
     values = {"attack_success_rate": 0.4, "defense_rate": 0.6, **metrics}
-    return ResultLine(model, threat, evaluation, Metrics.measured(0.98, values), prov,
+    return ResultLine(model, threat, evaluation,
+                      Metrics.measured(0.98, values, extra_names=("reprogram_curve",)), prov,
                       Traits(True, True, "channels", True, "eps"))
 
 
@@ -199,6 +201,16 @@ def test_plugin_metrics_are_stored_as_json_values():
     import numpy as np
 
     metrics = Metrics.measured(np.float64(0.9), {"n_examples": 3, "defense_rate": np.float32(0.5),
-                                                 "curve": np.array([0.25, 0.5]), "size": (2, 2)})
+                                                 "curve": np.array([0.25, 0.5]), "size": (2, 2)},
+                               extra_names=("curve", "size"))
     assert metrics.extra == {"curve": [0.25, 0.5], "size": [2, 2]}
     assert type(metrics.defense_rate) is float and metrics.clean_accuracy == 0.9
+
+
+def test_a_metric_unknown_to_the_schema_is_an_error_not_a_silent_extra():
+    with pytest.raises(HrsbenchError, match="returned metric 'atack_success_rate' \\(did you mean "
+                                            "'attack_success_rate'\\?\\)"):
+        Metrics.measured(0.9, {"atack_success_rate": 0.5})
+    with pytest.raises(HrsbenchError, match="threat 'toy' returned metric 'curve'"):
+        check_metric_names({"curve": [1]}, (), "threat 'toy'")
+    check_metric_names({"curve": [1], "n_examples": 2}, ("curve",))  # declared: kept

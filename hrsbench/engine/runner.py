@@ -53,7 +53,7 @@ from hrsbench.plugin.registry import Registry, guarded, registry
 from hrsbench.plugin.threat import ThreatContext
 from hrsbench.plugin.training import FAST_LAYOUT, Trainer
 from hrsbench.results.outcomes import encode_counts
-from hrsbench.results.record import Metrics, Provenance, ResultLine
+from hrsbench.results.record import Metrics, Provenance, ResultLine, check_metric_names
 from hrsbench.results.store import ResultStore
 from hrsbench.results.vocabulary import setting
 
@@ -141,7 +141,7 @@ def run(
         pieces, after = schedule.tasks, schedule.after
     writer = _Writer(store, cache, config_hash or cfg.hash, report,
                      (len(cells) - len(todo), len(cells)), len({c.model_key for c in todo}),
-                     len(pieces))
+                     len(pieces), reg)
     _DATA.clear()  # a run reads its data afresh (a test may swap the files in between)
     try:
         raise_failures(executor.run(_tasks(todo, job, pieces, after, reg), writer))
@@ -323,8 +323,10 @@ class _Writer:
     """The driver's side of finished tasks: it alone writes the model cache and the results."""
 
     def __init__(self, store: ResultStore, cache: ModelCache, config_hash: str,
-                 report: Progress, cells: tuple[int, int], models: int, pieces: int) -> None:
+                 report: Progress, cells: tuple[int, int], models: int, pieces: int,
+                 reg: Registry) -> None:
         self.store, self.cache, self.config_hash, self.report = store, cache, config_hash, report
+        self.reg = reg
         (self.done, self.total), self.models, self.models_done = cells, models, 0
         self.pieces, self.pieces_done = pieces, 0
         self.trained: dict[str, TrainedModel] = {}
@@ -351,11 +353,17 @@ class _Writer:
         self.models_done += 1
         self.report("models", "models", self.models_done, self.models)
 
+    def extra_metrics(self, cell: Cell) -> tuple[str, ...]:
+        """The metrics beyond the schema's that ``cell``'s plugin declares (threats only)."""
+        if cell.kind != "threat":
+            return ()
+        return tuple(getattr(self.reg.get("threat", cell.attack), "metrics", ()))
+
     def cell_done(self, cell: Cell, metrics: dict[str, Any], time_s: float) -> None:
         trained = self.trained[cell.model_key]
         values = {"clean_accuracy_std": trained.clean_accuracy_std, **metrics}
         line = result_line(
-            cell, Metrics.measured(trained.clean_accuracy, values),
+            cell, Metrics.measured(trained.clean_accuracy, values, self.extra_metrics(cell)),
             int(metrics.get("n_examples", 0)), trained.clean_images,
             config_hash=self.config_hash, train_s=trained.train_s, time_s=time_s,
         )
@@ -474,4 +482,6 @@ def _run_threat(cell: Cell, model: nn.Module, ctx: ThreatContext) -> dict[str, A
     threat = instantiate(ctx.registry.get("threat", cell.attack), cell.attack_params,
                          f"threat {cell.attack!r}")
     with guarded(threat, "run"):
-        return threat.run(model, ctx)
+        values = threat.run(model, ctx)
+    check_metric_names(values, type(threat).metrics, f"threat {cell.attack!r}")
+    return values

@@ -69,6 +69,9 @@ class Threat(ABC):
     #: What the result line records as ``threat.kind``: ``"reprogramming"``, or ``"threat"``
     #: for a threat of no kind the schema names (docs/results-schema.md).
     kind: ClassVar[str] = "threat"
+    #: The metrics ``run`` returns beyond the result schema's (kept under the line's
+    #: ``metrics.extra``): any other name it returns is an error, not a silent extra.
+    metrics: ClassVar[tuple[str, ...]] = ()
 
     @abstractmethod
     def run(self, model: nn.Module, ctx: ThreatContext) -> dict[str, Any]:

@@ -19,10 +19,12 @@ keeps it in step with these classes.
 
 from __future__ import annotations
 
+import difflib
 import functools
 import json
 import math
 import types
+from collections.abc import Iterable, Mapping
 from dataclasses import MISSING, dataclass, field, fields
 from enum import StrEnum
 from typing import Any, Union, get_args, get_origin, get_type_hints
@@ -147,11 +149,15 @@ class Metrics:
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def measured(cls, clean_accuracy: float, values: dict[str, Any]) -> Metrics:
-        """Metrics from what an evaluation or a threat returned: declared fields as numbers
-        or strings, anything else kept under ``extra`` (``n_examples`` belongs to
-        :class:`Evaluation` and is left out)."""
+    def measured(cls, clean_accuracy: float, values: dict[str, Any],
+                 extra_names: Iterable[str] = ()) -> Metrics:
+        """Metrics from what an evaluation or a threat returned: the schema's fields as numbers
+        or strings, and under ``extra`` the metrics a threat plugin declares
+        (``extra_names``, its ``Threat.metrics``); any other name is an error, so a misspelt
+        metric never disappears into ``extra`` (``n_examples`` belongs to :class:`Evaluation`
+        and is left out)."""
         hints = _hints(cls)
+        check_metric_names(values, extra_names)
         declared: dict[str, Any] = {}
         extra: dict[str, Any] = {}
         for k, v in values.items():
@@ -164,6 +170,21 @@ class Metrics:
             else:
                 declared[k] = float(v)
         return cls(clean_accuracy=float(clean_accuracy), **declared, extra=extra)
+
+
+def check_metric_names(values: Mapping[str, Any], extra_names: Iterable[str] = (),
+                       who: str = "") -> None:
+    """Refuse a metric name that is neither the schema's (:class:`Metrics`' fields, and
+    ``n_examples``) nor among ``extra_names``, in one line naming ``who`` returned it."""
+    known = set(_hints(Metrics)) - {"extra"} | {"n_examples"} | set(extra_names)
+    unknown = sorted(k for k in values if k not in known)
+    if unknown:
+        near = difflib.get_close_matches(unknown[0], sorted(known), n=1)
+        hint = f" (did you mean {near[0]!r}?)" if near else ""
+        raise HrsbenchError(
+            f"{who or 'a measurement'} returned metric {unknown[0]!r}{hint}, which the result "
+            "schema does not know; a threat declares its own metrics in its class's "
+            "`metrics` tuple")
 
 
 @dataclass(frozen=True)
