@@ -24,8 +24,8 @@ from hrsbench.engine.executors import (
     make_executor,
     raise_failures,
 )
-from hrsbench.engine.plan import model_pieces, parallel_models, piece_graph
 from hrsbench.engine.runner import run
+from hrsbench.engine.schedule import model_pieces, parallel_models, piece_graph
 from hrsbench.results.store import read_lines
 from tests.toys import registry_with
 

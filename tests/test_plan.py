@@ -12,17 +12,15 @@ from hrsbench.engine.cells import expand
 from hrsbench.engine.config import parse_config
 from hrsbench.engine.plan import (
     History,
+    PlannedTask,
     Rates,
-    Task,
     build_plan,
     critical_path,
     dry_run,
     makespan,
-    model_pieces,
-    new_pieces,
     read_history,
-    sharing,
 )
+from hrsbench.engine.schedule import model_pieces, new_pieces, sharing
 from hrsbench.plugin.cache import ModelCache
 from hrsbench.plugin.registry import registry
 
@@ -61,8 +59,8 @@ def test_rates_split_a_training_time_by_piece_shape():
     assert alone.per_shape == {} and alone.cost(Counter(b1=1, b2=3), 1) == pytest.approx(57.2)
 
 
-def chain(*specs: tuple[str, float, tuple[str, ...]]) -> list[Task]:
-    return [Task(k, "cell", k, False, s, "test", after) for k, s, after in specs]
+def chain(*specs: tuple[str, float, tuple[str, ...]]) -> list[PlannedTask]:
+    return [PlannedTask(k, "cell", k, False, s, "test", after) for k, s, after in specs]
 
 
 def test_critical_path_and_schedules():
@@ -168,7 +166,7 @@ def _toml(cfg: dict) -> str:
 def test_plan_and_run_schedule_the_same_piece_tasks(tmp_path):
     """A cached model loads whole: neither the run nor its dry-run plan makes piece tasks for it,
     while an uncached one trains each channel as a task."""
-    from hrsbench.engine.plan import scheduled_pieces
+    from hrsbench.engine.schedule import scheduled_pieces
     from tests.test_executors import HRS_RUN, ParallelHRS
     from tests.toys import registry_with
 

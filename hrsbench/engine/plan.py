@@ -1,13 +1,5 @@
-"""The work of a run as a task graph, and its cost estimated before running anything.
-
-A run is model trainings and cells. Each cell depends on its model; a model depends on the
-earlier models whose cached pieces it reuses (SAP and dropout at the base's rate reuse the base's
-standard training, HRS 10×10 the first five block-1 channels of HRS 5×5), so a shared piece is
-trained once even when models train in parallel. Which pieces a model uses is found by *probing*
-its defense: ``fit`` runs against a cache that claims to hold every key and a trainer that never
-trains, and the keys it asks for are recorded. That costs a model build, no data and no training.
-A defense declaring ``parallel_pieces`` (HRS) has its pieces trained as tasks of their own: the
-pieces of one shape in parallel, after the pieces of earlier shapes they sit on.
+"""A run's cost estimated before running anything (``hrsbench run --dry-run``): the run's task
+graph (:mod:`.schedule`: models, the pieces they train from, cells) priced from timings.
 
 Costs come from the timings of existing result lines (``train_time_s``, ``time_s``): the same
 cell or model when it was measured, else similar ones (same dataset, defense, attack, setting,
@@ -22,18 +14,24 @@ import dataclasses
 import heapq
 import statistics
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from hrsbench.engine.cells import Cell
+from hrsbench.engine.schedule import (
+    PIECE,
+    Piece,
+    cell_label,
+    comparable,
+    model_label,
+    model_pieces,
+    new_pieces,
+    scheduled_pieces,
+)
 from hrsbench.plugin.cache import ModelCache
-from hrsbench.plugin.params import defaults, instantiate
-from hrsbench.plugin.training import Trainer
-from hrsbench.results.storage import stable_hash
+from hrsbench.plugin.params import instantiate
 
 #: Worker counts the plan reports wall times for.
 WORKERS = (1, 8, 64)
@@ -44,193 +42,7 @@ _CELL_FIELDS = ("dataset", "n_train", "n_test", "epochs", "seed", "defense", "pa
 _MODEL_FIELDS = ("dataset", "n_train", "epochs", "seed", "defense", "params")
 
 
-# ---------------------------------------------------------------- probing shared training
-
-
-#: A model's pieces: cache key → the shape of what it holds (the piece's kind: every HRS
-#: block-1 channel has one shape, every block-2 channel another).
-Pieces = dict[str, str]
-
-
-def shape_of(module: torch.nn.Module) -> str:
-    """The kind of a trained piece: its class and parameter shapes (not its values)."""
-    shapes = [(n, tuple(p.shape)) for n, p in module.named_parameters()]
-    return f"{type(module).__name__}:{stable_hash(shapes, 8)}"
-
-
-class _ProbeCache(ModelCache):
-    """Claims to hold every key, so ``fit`` skips all training; records the keys asked for."""
-
-    def __init__(self) -> None:
-        super().__init__(Path("/nonexistent/hrsbench-probe"))
-        self.pieces: Pieces = {}
-
-    def load(self, key: str, model: torch.nn.Module) -> bool:
-        self.pieces.setdefault(key, shape_of(model))
-        return True
-
-    def save(self, key: str, model: torch.nn.Module) -> None:
-        self.pieces.setdefault(key, shape_of(model))
-
-
-@dataclass
-class _ProbeTrainer(Trainer):
-    """A trainer whose ``fit`` records its checkpoint key instead of training: a defense that
-    trains without a cache key gets a piece of its own, shared with nobody."""
-
-    owner: str = ""
-
-    def fit(self, model: torch.nn.Module, *args: Any, **kwargs: Any) -> torch.nn.Module:
-        key = kwargs.get("checkpoint") or f"{self.owner}:{kwargs.get('label', 'train')}"
-        self.cache.pieces.setdefault(key, shape_of(model))  # type: ignore[attr-defined]
-        return model
-
-
-def probe_pieces(defense: Any, dataset: Any, cell: Cell) -> Pieces:
-    """The pieces ``defense.fit`` loads or trains for ``cell``'s model, in order.
-
-    A defense whose ``fit`` fails under the probe is one piece of its own (no sharing known).
-    """
-    cache = _ProbeCache()
-    empty = torch.empty(0)
-    trainer = _ProbeTrainer(empty, empty.long(), epochs=cell.epochs, seed=cell.seed, cache=cache,
-                            key=cell.training_key, owner=cell.model_key)
-    try:
-        with torch.random.fork_rng(devices=[]):
-            defense.fit(defense.build(dataset), trainer, dataset)
-    except Exception:
-        return {cell.model_key: "model"}
-    return cache.pieces or {cell.model_key: "model"}
-
-
-def model_pieces(cells: Sequence[Cell], plugins: Any) -> dict[str, Pieces]:
-    """Pieces of every model of ``cells`` (by model key, in first-appearance order)."""
-    out: dict[str, Pieces] = {}
-    datasets: dict[str, Any] = {}
-    for c in cells:
-        if c.model_key in out:
-            continue
-        if c.dataset not in datasets:
-            datasets[c.dataset] = plugins.get("dataset", c.dataset)()
-        defense = instantiate(plugins.get("defense", c.defense), c.params, c.defense)
-        out[c.model_key] = probe_pieces(defense, datasets[c.dataset], c)
-    return out
-
-
-#: Prefix of a piece task's id (a model task's id is its model key, a cell's its cell key).
-PIECE = "piece:"
-
-
-@dataclass(frozen=True)
-class Piece:
-    """A piece trained as a task of its own, by the first model that uses it."""
-
-    key: str
-    model: str
-    #: The model's other pieces of this piece's shape or later ones: the task's cache pretends
-    #: to hold them, so the defense's ``fit`` trains this piece alone.
-    pretend: tuple[str, ...]
-    #: Ids of the tasks training the model's pieces of earlier shapes (this piece sits on them).
-    after: tuple[str, ...]
-    label: str
-
-
-def piece_graph(pieces: dict[str, Pieces], parallel: set[str],
-                cached: Callable[[str], bool] = lambda key: False,
-                ) -> tuple[list[Piece], dict[str, tuple[str, ...]]]:
-    """Piece tasks, and each model's dependencies (task ids).
-
-    The first model to use a piece trains it: as a task of its own when its defense declares
-    ``parallel_pieces`` (its pieces of one shape are independent given those of earlier shapes,
-    as HRS's channels of one block given the blocks below), else inside its model task. A
-    later model using that piece waits for whichever task trains it and loads it.
-    """
-    owner: dict[str, str] = {}
-    out: list[Piece] = []
-    after: dict[str, tuple[str, ...]] = {}
-    for model, ps in pieces.items():
-        if model in parallel:
-            out += _own_pieces(model, ps, owner, cached)
-        after[model] = tuple(sorted({owner[p] for p in ps if p in owner and owner[p] != model}))
-        for p in ps:
-            owner.setdefault(p, model)
-    return out, after
-
-
-def _own_pieces(model: str, ps: Pieces, owner: dict[str, str],
-                cached: Callable[[str], bool]) -> list[Piece]:
-    levels = list(dict.fromkeys(ps.values()))
-    level = {p: levels.index(shape) for p, shape in ps.items()}
-    mine = [p for p in ps if p not in owner and not cached(p)]
-    for p in mine:
-        owner[p] = PIECE + p
-    out = []
-    for i, p in enumerate(mine, start=1):
-        lower = {owner[q] for q in ps if level[q] < level[p] and q in owner}
-        pretend = tuple(q for q in ps if level[q] >= level[p] and q != p)
-        out.append(Piece(p, model, pretend, tuple(sorted(lower)), f"piece {i}/{len(mine)}"))
-    return out
-
-
-@dataclass(frozen=True)
-class Schedule:
-    """What a parallel run schedules (:func:`scheduled_pieces`)."""
-
-    #: Every model's pieces, by model key.
-    pieces: dict[str, Pieces]
-    #: The models whose pieces train as tasks of their own.
-    parallel: set[str]
-    #: Those piece tasks.
-    tasks: list[Piece]
-    #: Each model's dependencies (task ids).
-    after: dict[str, tuple[str, ...]]
-
-
-def scheduled_pieces(cells: Sequence[Cell], plugins: Any, cache: ModelCache) -> Schedule:
-    """The pieces and piece tasks of a parallel run. A cached model loads whole, so its pieces
-    need no tasks, and a cached piece is no task either. The runner and the dry-run plan both
-    read this, so the plan shows the tasks the run will make."""
-    cached = lambda key: cache.path(key).exists()  # noqa: E731
-    pieces = model_pieces(cells, plugins)
-    parallel = {m for m in parallel_models(cells, plugins) if not cached(m)}
-    return Schedule(pieces, parallel, *piece_graph(pieces, parallel, cached))
-
-
-def sharing(pieces: dict[str, Pieces]) -> dict[str, tuple[str, ...]]:
-    """For each model, the earlier models it waits for: the first model to use a piece trains
-    it, and every later model using that piece runs after it (and loads it from the cache)."""
-    return piece_graph(pieces, set())[1]
-
-
-def parallel_models(cells: Sequence[Cell], plugins: Any) -> set[str]:
-    """Models whose defense declares ``parallel_pieces``."""
-    return {c.model_key for c in cells
-            if getattr(plugins.get("defense", c.defense), "parallel_pieces", False)}
-
-
-def new_pieces(pieces: dict[str, Pieces]) -> dict[str, Counter[str]]:
-    """The pieces each model trains itself (no earlier model trained them), counted by shape."""
-    seen: set[str] = set()
-    out = {}
-    for key, ps in pieces.items():
-        out[key] = Counter(shape for p, shape in ps.items() if p not in seen)
-        seen.update(ps)
-    return out
-
-
 # ---------------------------------------------------------------- history of timings
-
-
-def _norm(v: Any) -> Any:
-    """A comparable form of a parameter value across schema versions: sequences as their items
-    joined by "x" (``[10, 10]`` and ``"10x10"`` are the same HRS), no ``batch_size``."""
-    if isinstance(v, list | tuple):
-        return "x".join(str(_norm(i)) for i in v)
-    if isinstance(v, dict):
-        return tuple((k, _norm(x)) for k, x in sorted(v.items()) if k != "batch_size")
-    if isinstance(v, float) and v.is_integer():
-        return int(v)
-    return v
 
 
 def read_history(paths: Iterable[Path]) -> list[dict[str, Any]]:
@@ -242,7 +54,7 @@ def read_history(paths: Iterable[Path]) -> list[dict[str, Any]]:
 
 def _sig(obj: Any, names: Sequence[str]) -> tuple[Any, ...]:
     get = obj.get if isinstance(obj, dict) else lambda k: getattr(obj, k, None)
-    return tuple(_norm(get(k)) for k in names)
+    return tuple(comparable(get(k)) for k in names)
 
 
 #: Levels of similarity for a cell, most specific first: fields that must match.
@@ -450,7 +262,7 @@ def device_rates(device: str) -> tuple[DeviceRates | None, str]:
 
 
 @dataclass
-class Task:
+class PlannedTask:
     """One node of the plan: a model training or a cell."""
 
     key: str
@@ -470,29 +282,29 @@ class Task:
 
 @dataclass
 class Plan:
-    tasks: list[Task]
+    tasks: list[PlannedTask]
 
-    def by_key(self) -> dict[str, Task]:
+    def by_key(self) -> dict[str, PlannedTask]:
         return {t.key: t for t in self.tasks}
 
-    def remaining(self) -> list[Task]:
+    def remaining(self) -> list[PlannedTask]:
         """Tasks still to run; dependencies on finished tasks are dropped."""
         todo = {t.key for t in self.tasks if not t.done}
         return [dataclasses.replace(t, after=tuple(a for a in t.after if a in todo))
                 for t in self.tasks if t.key in todo]
 
-    def full(self) -> list[Task]:
+    def full(self) -> list[PlannedTask]:
         """Every task as if nothing were done yet (the cost of the grid from scratch)."""
         return [dataclasses.replace(t, done=False) for t in self.tasks]
 
 
-def ordered(tasks: Sequence[Task]) -> list[Task]:
+def ordered(tasks: Sequence[PlannedTask]) -> list[PlannedTask]:
     """``tasks`` with every task after those it needs (stable otherwise)."""
     index = {t.key: t for t in tasks}
-    out: list[Task] = []
+    out: list[PlannedTask] = []
     seen: set[str] = set()
 
-    def visit(t: Task) -> None:
+    def visit(t: PlannedTask) -> None:
         if t.key in seen:
             return
         seen.add(t.key)
@@ -506,7 +318,7 @@ def ordered(tasks: Sequence[Task]) -> list[Task]:
     return out
 
 
-def critical_path(tasks: Sequence[Task]) -> tuple[float, list[Task]]:
+def critical_path(tasks: Sequence[PlannedTask]) -> tuple[float, list[PlannedTask]]:
     """The longest chain of dependent tasks (seconds, chain from first to last)."""
     tasks = ordered(tasks)
     index = {t.key: t for t in tasks}
@@ -525,7 +337,7 @@ def critical_path(tasks: Sequence[Task]) -> tuple[float, list[Task]]:
     return total, chain[::-1]
 
 
-def makespan(tasks: Sequence[Task], workers: int) -> float:
+def makespan(tasks: Sequence[PlannedTask], workers: int) -> float:
     """Wall time of a list schedule on ``workers`` equal workers: a ready task with the longest
     chain behind it starts first (what a task-graph scheduler achieves, near enough)."""
     tasks = ordered(tasks)
@@ -579,12 +391,12 @@ def build_plan(cells: Sequence[Cell], done: set[str], cache: ModelCache, plugins
                 0.0, "reuses earlier models")
         else:
             cost, basis = _model_cost(c, new[key], history, rates)
-        tasks.append(Task(key, "model", model_label(c, plugins), cache.path(key).exists(),
-                          cost, basis, after[key]))
+        tasks.append(PlannedTask(key, "model", model_label(c, plugins), cache.path(key).exists(),
+                                 cost, basis, after[key]))
     for c in cells:
         cost, basis = (device.cell_cost(c), "GPU rate") if device else history.cell_cost(c)
-        task = Task(c.key, "cell", f"{model_label(c, plugins)} · {cell_label(c)}", c.key in done,
-                    cost, basis, (c.model_key,))
+        task = PlannedTask(c.key, "cell", f"{model_label(c, plugins)} · {cell_label(c)}",
+                           c.key in done, cost, basis, (c.model_key,))
         if task.done and c.attack != "none":
             task.recorded = history.by_cell_key.get(c.key)
             task.check = history.cell_cost(c, skip_own=True)[0]
@@ -594,14 +406,14 @@ def build_plan(cells: Sequence[Cell], done: set[str], cache: ModelCache, plugins
 
 def _piece_task(p: Piece, c: Cell, shape: str, cache: ModelCache, plugins: Any,
                 rates: dict[tuple[str, str | None], Rates],
-                device: DeviceRates | None = None) -> Task:
+                device: DeviceRates | None = None) -> PlannedTask:
     rate = rates.get((c.dataset, c.defense))
     cost = None if rate is None else rate.cost(Counter([shape]), max(c.epochs, 1))
     basis = "no timing" if rate is None else "per epoch and piece"
     if device is not None:
         cost, basis = device.train_cost(c, 1, plugins), "GPU rate"
-    return Task(PIECE + p.key, "piece", f"{model_label(c, plugins)} · {p.label}",
-                cache.path(p.key).exists(), cost, basis, p.after)
+    return PlannedTask(PIECE + p.key, "piece", f"{model_label(c, plugins)} · {p.label}",
+                       cache.path(p.key).exists(), cost, basis, p.after)
 
 
 def _model_cost(c: Cell, new: Counter[str], history: History,
@@ -619,29 +431,6 @@ def _model_cost(c: Cell, new: Counter[str], history: History,
     return None, "no timing"
 
 
-def model_label(c: Cell, plugins: Any) -> str:
-    """The defense and its parameters that differ from the defaults (or its strength)."""
-    try:
-        dcls = plugins.get("defense", c.defense)
-        shown, strength = defaults(dcls), getattr(dcls, "strength", None)
-    except Exception:
-        shown, strength = {}, None
-    params = " ".join(f"{k}={_show(v)}" for k, v in c.params.items()
-                      if k == strength or _norm(shown.get(k)) != _norm(v))
-    return f"{c.defense} {params}".strip()
-
-
-def cell_label(c: Cell) -> str:
-    """The attack (or threat), setting and strength of a cell."""
-    if c.attack == "none":
-        return "clean"
-    return f"{c.attack} {c.setting} {c.attack_strength:g}"
-
-
-def _show(v: Any) -> str:
-    return "x".join(map(str, v)) if isinstance(v, list | tuple) else str(v)
-
-
 # ---------------------------------------------------------------- printing
 
 
@@ -653,7 +442,7 @@ def _dur(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def summary(tasks: Sequence[Task], workers: Sequence[int] = WORKERS) -> dict[str, Any]:
+def summary(tasks: Sequence[PlannedTask], workers: Sequence[int] = WORKERS) -> dict[str, Any]:
     """Totals of ``tasks``: seconds of work, critical path and wall time per worker count."""
     total = sum(t.seconds for t in tasks)
     path, chain = critical_path(tasks)
@@ -697,7 +486,7 @@ def render(plan: Plan) -> list[str]:
     return lines
 
 
-def _check_lines(tasks: Sequence[Task]) -> list[str]:
+def _check_lines(tasks: Sequence[PlannedTask]) -> list[str]:
     """For finished cells: the similar-cell estimate (without their own time) against their
     recorded total, which says how far to trust the estimates of cells never run."""
     pairs = [(t.recorded, t.check) for t in tasks if t.recorded is not None and t.check]

@@ -26,7 +26,7 @@ from hrsbench import __version__
 from hrsbench.engine.cells import Cell, expand
 from hrsbench.engine.config import RunConfig
 from hrsbench.engine.executors import Executor, LocalExecutor, Task, raise_failures
-from hrsbench.engine.plan import (
+from hrsbench.engine.schedule import (
     PIECE,
     Piece,
     cell_label,
