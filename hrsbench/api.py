@@ -20,9 +20,11 @@ from typing import TYPE_CHECKING, Any
 from hrsbench.errors import HrsbenchError
 
 if TYPE_CHECKING:
+    import numpy as np
     import pandas as pd
     from torch import nn
 
+    from hrsbench.engine.cells import Cell
     from hrsbench.engine.config import RunConfig
     from hrsbench.plugin.registry import Registry
 
@@ -98,23 +100,33 @@ def check_device(device: str, executor: str = "local", present: bool = True) -> 
 def check_plan(cfg: RunConfig, reg: Registry | None = None) -> Registry:
     """Plugin names, parameters and strength ranges, through the registry, before any output;
     returns the registry."""
-    from hrsbench.engine.cells import expand
-    from hrsbench.engine.config import check_strengths
     from hrsbench.plugin.registry import registry
 
     reg = reg or registry()
-    check_strengths(cfg, reg)
-    expand(cfg, reg)
+    planned_cells(cfg, reg)
     return reg
 
 
-def check_data(cfg: RunConfig, reg: Registry, data_dir: Path | None) -> None:
+def planned_cells(cfg: RunConfig, reg: Registry, device: str = "cpu") -> list[Cell]:
+    """The run's cells, expanded once: every plugin name, parameter and strength range is
+    checked on the way, and the runner receives these same cells."""
+    from hrsbench.engine.cells import expand
+    from hrsbench.engine.config import check_strengths
+
+    check_strengths(cfg, reg)
+    return expand(cfg, reg, device)
+
+
+def check_data(cfg: RunConfig, reg: Registry, data_dir: Path | None
+               ) -> tuple[np.ndarray, np.ndarray]:
     """The dataset's files are there (fetched if missing, checksums verified) and its test split
-    holds the images asked for: n_test beyond it would be silently capped."""
-    x_test, _ = reg.get("dataset", cfg.dataset)().load("test", cfg.n_clean, data_dir)
+    holds the images asked for: n_test beyond it would be silently capped. Returns the test
+    split it read, which the run then uses instead of reading it again."""
+    x_test, y_test = reg.get("dataset", cfg.dataset)().load("test", cfg.n_clean, data_dir)
     if cfg.attacks and cfg.n_test > len(x_test):
         raise HrsbenchError(f"n_test = {cfg.n_test}, but {cfg.dataset} has only {len(x_test)} "
                             "test images; lower n_test")
+    return x_test, y_test
 
 
 def check_places(out: Path, leaderboard: Path | None, cache_dir: Path | None) -> Path:
@@ -179,16 +191,19 @@ def run(
     leaderboard = check_places(out, Path(leaderboard) if leaderboard else None, cache_dir)
     from hrsbench.engine.runner import run as run_cells
     from hrsbench.locks import run_lock
+    from hrsbench.plugin.registry import registry
 
     try:
         check_device(device, executor)
-        reg = check_plan(cfg, reg)
-        check_data(cfg, reg, data_dir)
+        reg = reg or registry()
+        cells = planned_cells(cfg, reg, device)
+        test_split = check_data(cfg, reg, data_dir)
         with run_lock(out, wait, on_wait=on_wait):
             if on_start:
                 on_start(f"{source} · config {cfg.hash} → {out}")
             lines = run_cells(cfg, out, data_dir=data_dir, cache_dir=cache_dir, device=device,
-                              progress=progress, reg=reg, executor=runner)
+                              progress=progress, reg=reg, executor=runner, cells=cells,
+                              test_split=test_split)
             path = None
             if reports:
                 from hrsbench.report.leaderboard import write_run_reports

@@ -191,3 +191,35 @@ def test_a_run_refused_after_taking_its_folder_removes_it(tmp_path, monkeypatch)
     with pytest.raises(HrsbenchError):
         hrsbench.run(config, out=tmp_path / "old")
     assert (tmp_path / "old").is_dir()
+
+
+def test_a_run_expands_its_cells_and_reads_its_test_split_once(tmp_path, data_dir, monkeypatch):
+    """The checks before a run expand the cells and read the test split; the run reuses both
+    instead of doing the work again."""
+    from hrsbench.engine import cells as cells_module
+    from hrsbench.plugin.dataset import Dataset
+
+    reads: list[str] = []
+    load = Dataset.load
+
+    def counted_load(self, split, *args, **kwargs):
+        reads.append(split)
+        return load(self, split, *args, **kwargs)
+
+    expansions = []
+    expand = cells_module.expand
+
+    def counted_expand(*args, **kwargs):
+        expansions.append(1)
+        return expand(*args, **kwargs)
+
+    monkeypatch.setattr(Dataset, "load", counted_load)
+    monkeypatch.setattr(cells_module, "expand", counted_expand)
+    monkeypatch.setattr("hrsbench.engine.runner.expand", counted_expand)
+    config = {"dataset": "mnist", "epochs": 1, "n_train": 300, "n_clean": 50, "n_test": 1,
+              "repeats": 1, "defenses": [{"name": "base"}],
+              "attacks": [{"name": "fgsm", "strengths": [0.1]}]}
+    run = hrsbench.run(config, out=tmp_path / "out", cache_dir=tmp_path / "cache",
+                       data_dir=data_dir, reports=False)
+    assert len(run.lines) == 2
+    assert sorted(reads) == ["test", "train"] and len(expansions) == 1

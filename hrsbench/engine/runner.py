@@ -113,16 +113,20 @@ def run(
     config_hash: str | None = None,
     reg: Registry | None = None,
     executor: Executor | None = None,
+    cells: list[Cell] | None = None,
+    test_split: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> list[dict[str, Any]]:
     """Run every unfinished cell of ``cfg`` into ``out/results.jsonl``; returns all its lines.
 
     ``executor`` runs the model and cell tasks (default: one after another in this process);
-    whichever runs them, only this process writes the results and the model cache.
+    whichever runs them, only this process writes the results and the model cache. ``cells``
+    and ``test_split``: what the caller's checks already expanded and read
+    (:func:`hrsbench.api.run`), so a run expands its cells and reads its test split once.
     """
     reg = reg or registry()
     executor = executor or LocalExecutor()
     report = progress or (lambda *a: None)
-    cells = expand(cfg, reg, device)
+    cells = cells if cells is not None else expand(cfg, reg, device)
     store = ResultStore(Path(out) / "results.jsonl")
     todo = [c for c in cells if c.key not in store]
     report("cells", "cells", len(cells) - len(todo), len(cells))
@@ -143,6 +147,8 @@ def run(
                      (len(cells) - len(todo), len(cells)), len({c.model_key for c in todo}),
                      len(pieces), reg)
     _DATA.clear()  # a run reads its data afresh (a test may swap the files in between)
+    if test_split is not None:
+        _DATA[job.split_key("test")] = test_split
     try:
         raise_failures(executor.run(_tasks(todo, job, pieces, after, reg), writer))
     finally:
@@ -183,10 +189,15 @@ class Job:
     def train_progress(self, label: str, done: int, total: int) -> None:
         self.report("train", label, done, total)
 
+    def split_key(self, split: str) -> tuple[Any, ...]:
+        """Which data ``split`` is, as this process keeps it read: dataset, split, count, folder."""
+        n = self.cfg.n_train if split == "train" else self.cfg.n_clean
+        return (self.cfg.dataset, split, n, str(self.data_dir))
+
     def data(self, split: str) -> tuple[np.ndarray, np.ndarray]:
         """The run's ``split``, read once per process (a worker serves many tasks)."""
-        n = self.cfg.n_train if split == "train" else self.cfg.n_clean
-        key = (self.cfg.dataset, split, n, str(self.data_dir))
+        key = self.split_key(split)
+        n = key[2]
         if key not in _DATA:
             if len(_DATA) >= 2:
                 _DATA.pop(next(iter(_DATA)))
