@@ -35,13 +35,15 @@ def listing(folder: Path) -> dict[str, int]:
     return {str(p.relative_to(folder)): p.stat().st_mtime_ns for p in folder.rglob("*")}
 
 
-#: ``~/.ray`` before any test ran.
-RAY_HOME_BEFORE = listing(RAY_HOME)
+class Session:
+    """What :func:`pytest_configure` sets up for the session (nothing at import: Ray workers
+    import this module when they unpickle a test's function)."""
 
-
-#: The session's temporary folder for Ray and hrsbench's defaults (:func:`pytest_configure`).
-SESSION_ROOT = Path(tempfile.mkdtemp(prefix="hrsbench-tests-"))
-_ENV = pytest.MonkeyPatch()
+    #: The temporary folder for Ray's files and token and hrsbench's default folders.
+    root: Path
+    #: ``~/.ray`` before any test ran (:func:`listing`).
+    ray_home_before: dict[str, int]
+    env = pytest.MonkeyPatch()
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -52,28 +54,37 @@ def pytest_configure(config: pytest.Config) -> None:
     that token; no cluster address from the user's environment; and hrsbench's default data
     and model folders away from ``~/.cache/hrsbench``. The folder's name is short: Ray's socket
     paths under it must stay under 108 characters."""
-    token = SESSION_ROOT / "ray-auth-token"
+    Session.ray_home_before = listing(RAY_HOME)
+    Session.root = root = Path(tempfile.mkdtemp(prefix="hrsbench-tests-"))
+    token = root / "ray-auth-token"
     token.write_text(secrets.token_hex(32))
     token.chmod(0o600)
-    _ENV.setenv("RAY_TMPDIR", str(SESSION_ROOT))
-    _ENV.setenv("RAY_AUTH_MODE", "token")
-    _ENV.setenv("RAY_AUTH_TOKEN_PATH", str(token))
+    env = Session.env
+    env.setenv("RAY_TMPDIR", str(root))
+    env.setenv("RAY_AUTH_MODE", "token")
+    env.setenv("RAY_AUTH_TOKEN_PATH", str(token))
     for name in ("RAY_AUTH_TOKEN", "RAY_ADDRESS"):
-        _ENV.delenv(name, raising=False)
-    _ENV.setenv("HRSBENCH_CACHE", str(SESSION_ROOT / "models"))
+        env.delenv(name, raising=False)
+    env.setenv("HRSBENCH_CACHE", str(root / "models"))
     data = _data_dir()
-    _ENV.setenv("HRSBENCH_DATA", str(data) if data else str(SESSION_ROOT / "data"))
+    env.setenv("HRSBENCH_DATA", str(data) if data else str(root / "data"))
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    _ENV.undo()
-    shutil.rmtree(SESSION_ROOT, ignore_errors=True)
+    Session.env.undo()
+    shutil.rmtree(Session.root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
 def session_places() -> Path:
     """The session's temporary folder holding Ray's files (``ray/``) and its token."""
-    return SESSION_ROOT
+    return Session.root
+
+
+@pytest.fixture(scope="session")
+def ray_home_before() -> dict[str, int]:
+    """``~/.ray`` as it was before any test ran (:func:`listing`)."""
+    return Session.ray_home_before
 
 
 @pytest.fixture(scope="session")

@@ -6,6 +6,8 @@ and the test session's Ray instances leave nothing in the user's home."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +22,7 @@ from hrsbench.engine.plan import model_pieces
 from hrsbench.engine.runner import Job
 from hrsbench.engine.runner import run as run_engine
 from hrsbench.paths import check_node_places
-from tests.conftest import RAY_HOME, RAY_HOME_BEFORE, listing
+from tests.conftest import RAY_HOME, listing
 from tests.test_executors import ParallelHRS
 from tests.test_reprogram import RUN, ToySource, ToyTarget
 from tests.toys import registry_with
@@ -168,11 +170,25 @@ def test_the_place_check_names_this_machine_outside_ray(tmp_path):
         check_node_places(cache_under_a_file(tmp_path), None, "this machine")
 
 
-def test_ray_left_nothing_in_the_users_home(workers_elsewhere, session_places):
+def test_ray_left_nothing_in_the_users_home(workers_elsewhere, session_places,
+                                           ray_home_before):
     """After this module's Ray instance ran tasks: Ray's session files and token are in the
     session's temporary folder, and ``~/.ray`` is as it was before the session (Ray writes its
     default token there when it starts a local instance and finds none)."""
     assert ray.get(ray.remote(lambda: 1).remote()) == 1
     assert (session_places / "ray" / "session_latest").exists()
     assert Path(os.environ["RAY_AUTH_TOKEN_PATH"]).parent == session_places
-    assert listing(RAY_HOME) == RAY_HOME_BEFORE
+    assert listing(RAY_HOME) == ray_home_before
+
+
+def test_a_ray_instance_started_as_tests_start_it_writes_no_home(tmp_path):
+    """The user's ``~/.ray`` may hold a token already (then Ray would not write one anyway), so
+    the same start, in a process whose home is an empty folder, proves it: nothing appears."""
+    home = tmp_path / "home"
+    home.mkdir()
+    script = ("import ray; ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False); "
+              "assert ray.get(ray.remote(lambda: 1).remote()) == 1; ray.shutdown()")
+    done = subprocess.run([sys.executable, "-c", script], env={**os.environ, "HOME": str(home)},
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert listing(home) == {}
