@@ -170,8 +170,11 @@ def run(
     :class:`~hrsbench.HrsbenchError` line; then every unfinished cell runs and, with ``reports``,
     the leaderboard, figures and sanity checks are written beside ``results.jsonl``.
 
-    ``precision`` ("auto", "fp32", "bf16") replaces the config's. ``on_start(line)`` is told once
-    the output folder is held; ``on_wait(who)`` when another run holds it and ``wait`` is set."""
+    ``data_dir`` and ``cache_dir`` default to ``$HRSBENCH_DATA`` and ``$HRSBENCH_CACHE`` of this
+    process, else the per-user folders; on Ray every node must see them at the same paths
+    (docs/distributed.md). ``precision`` ("auto", "fp32", "bf16") replaces the config's.
+    ``on_start(line)`` is told once the output folder is held; ``on_wait(who)`` when another
+    run holds it and ``wait`` is set."""
     cfg, source = resolve_config(config)
     cfg = with_precision(cfg, precision)
     check_device_form(device)
@@ -180,8 +183,11 @@ def run(
             "quick" if config is None else "run")
         out = Path("runs") / name
     out = Path(out)
-    data_dir = Path(data_dir) if data_dir is not None else None
-    cache_dir = Path(cache_dir) if cache_dir is not None else None
+    from hrsbench.paths import run_places
+
+    # Resolved here, once, from this process's flags and environment: the checks below and
+    # every task (on any node, whatever its own environment) use exactly these folders.
+    data_dir, cache_dir = run_places(data_dir, cache_dir)
     from hrsbench.engine.executors import make_executor
 
     runner = make_executor(executor, ray_address, threads_per_task, device, gpus_per_task)

@@ -28,6 +28,45 @@ def default_cache_dir() -> Path:
     return user_dir("HRSBENCH_CACHE", "models")
 
 
+def run_places(data_dir: str | Path | None, cache_dir: str | Path | None) -> tuple[Path, Path]:
+    """A run's data and model-cache folders as its driver resolves them, once, for every task:
+    the folder given, else this process's ``$HRSBENCH_DATA`` / ``$HRSBENCH_CACHE``, else the
+    per-user default; absolute, so a task in another directory or on another node uses the
+    same paths. A Ray worker's own environment (which may differ) never decides them. Symlinks
+    are kept: a link every node has names the same place on each, its target may not."""
+    data = Path(data_dir) if data_dir else default_data_dir()
+    cache = Path(cache_dir) if cache_dir else default_cache_dir()
+    return Path(os.path.abspath(data)), Path(os.path.abspath(cache))
+
+
+def check_node_places(cache_dir: Path, data_dir: Path | None, where: str) -> None:
+    """Prove, where a task runs (``where`` names the node), that the run's model cache can be
+    written and, when given, its data folder read. Every task uses the folders the driver
+    resolved, so a node that does not see them fails here in one line naming the node and the
+    fix, instead of deep inside a dataset's loader or a checkpoint's save."""
+    if data_dir is not None:
+        try:
+            with os.scandir(data_dir) as entries:
+                next(entries, None)
+        except OSError as e:
+            raise HrsbenchError(
+                f"{where} cannot read the data folder {data_dir} "
+                f"({e.strerror or type(e).__name__}); every node must see it at the same path: "
+                "mount it there on every node, or pass --data-dir a folder every node shares"
+            ) from None
+    try:
+        Path(cache_dir).mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=cache_dir):
+            pass
+    except OSError as e:
+        raise HrsbenchError(
+            f"{where} cannot write the model cache {cache_dir} "
+            f"({e.strerror or type(e).__name__}); every node must be able to write it at the "
+            "same path: mount it there on every node, or pass --cache-dir a folder every node "
+            "shares"
+        ) from None
+
+
 #: What to do about an OS error, by errno: the message names the file, this names the fix.
 FIXES = {
     errno.EACCES: "check its permissions or choose another place",

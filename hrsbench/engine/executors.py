@@ -14,6 +14,7 @@ are skipped, and the executor returns the failures for the driver to report in o
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -153,6 +154,18 @@ def _blocked(task: Task, failed: dict[str, Failure]) -> Failure | None:
             return Failure(task, f"skipped: {failed[need].task.kind} "
                                  f"{failed[need].task.label} failed")
     return None
+
+
+def node_name() -> str:
+    """Where the calling code runs, as a one-line error names it: the Ray node (its IP address
+    and the start of its id: several nodes may share an address) in a process connected to Ray,
+    else "this machine". Looks Ray up only if it is already imported, so local runs never load
+    it."""
+    ray = sys.modules.get("ray")
+    if ray is None or not ray.is_initialized():
+        return "this machine"
+    node_id = ray.get_runtime_context().get_node_id()
+    return f"Ray node {ray.util.get_node_ip_address()} (id {node_id[:8]})"
 
 
 def _call(fn: Callable[..., Any], threads: int | None, *args: Any) -> Any:

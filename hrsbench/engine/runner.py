@@ -25,7 +25,7 @@ from torch import nn
 from hrsbench import __version__
 from hrsbench.engine.cells import Cell, expand
 from hrsbench.engine.config import RunConfig
-from hrsbench.engine.executors import Executor, LocalExecutor, Task, raise_failures
+from hrsbench.engine.executors import Executor, LocalExecutor, Task, node_name, raise_failures
 from hrsbench.engine.schedule import (
     PIECE,
     Piece,
@@ -34,6 +34,7 @@ from hrsbench.engine.schedule import (
     scheduled_pieces,
 )
 from hrsbench.locks import holding_run_lock
+from hrsbench.paths import check_node_places, run_places
 from hrsbench.plugin.attack import Attack
 from hrsbench.plugin.cache import ModelCache, atomic_save
 from hrsbench.plugin.dataset import Dataset
@@ -119,9 +120,12 @@ def run(
     """Run every unfinished cell of ``cfg`` into ``out/results.jsonl``; returns all its lines.
 
     ``executor`` runs the model and cell tasks (default: one after another in this process);
-    whichever runs them, only this process writes the results and the model cache. ``cells``
-    and ``test_split``: what the caller's checks already expanded and read
-    (:func:`hrsbench.api.run`), so a run expands its cells and reads its test split once.
+    whichever runs them, only this process writes the results and the model cache.
+    ``data_dir`` and ``cache_dir`` (None: this process's ``$HRSBENCH_DATA`` /
+    ``$HRSBENCH_CACHE``, else the per-user default) are resolved here, once: every task, on
+    whichever node, reads and writes exactly these folders. ``cells`` and ``test_split``: what
+    the caller's checks already expanded and read (:func:`hrsbench.api.run`), so a run expands
+    its cells and reads its test split once.
     """
     reg = reg or registry()
     executor = executor or LocalExecutor()
@@ -133,10 +137,13 @@ def run(
     if not todo:
         return _rows([store.records[c.key] for c in cells])
 
-    # Absolute paths: a worker on another node (or in another directory) reads the same places.
-    data_dir, cache_dir = (Path(d).resolve() if d else None for d in (data_dir, cache_dir))
+    # The driver's places, absolute: a worker on another node (or in another directory, or with
+    # another environment) uses the same folders, never its own defaults.
+    data_dir, cache_dir = run_places(data_dir, cache_dir)
+    remote = not executor.in_process
     job = Job(cfg, reg if executor.in_process else PluginTable.of(reg),
-              data_dir, cache_dir, device, progress if executor.in_process else None)
+              data_dir, cache_dir, device, progress if executor.in_process else None,
+              remote=remote, data_on_driver=remote and data_dir.is_dir())
     cache = ModelCache(cache_dir)
     # In one process a model trains its pieces itself; elsewhere they are tasks of their own.
     pieces, after = [], {}
@@ -177,10 +184,25 @@ class Job:
 
     cfg: RunConfig
     plugins: Any  # a Registry in process, a PluginTable elsewhere (both have get(kind, name))
-    data_dir: Path | None
-    cache_dir: Path | None
+    #: The driver's data and cache folders (:func:`hrsbench.paths.run_places`): every task uses
+    #: these, so a worker's own ``$HRSBENCH_DATA`` / ``$HRSBENCH_CACHE`` play no part.
+    data_dir: Path
+    cache_dir: Path
     device: str = "cpu"
     progress: Progress | None = None
+    #: Tasks run in other processes, maybe on other nodes (Ray): each first proves it can use
+    #: the run's folders there (:meth:`check_places`).
+    remote: bool = False
+    #: Whether the driver has the data folder. A dataset that reads no files needs none, so a
+    #: task elsewhere checks the folder only when the driver has it.
+    data_on_driver: bool = False
+
+    def check_places(self) -> None:
+        """On a worker elsewhere: the data folder can be read and the cache written, else one
+        line naming the node and the fix (the driver checked its own before the run)."""
+        if self.remote:
+            check_node_places(self.cache_dir, self.data_dir if self.data_on_driver else None,
+                              node_name())
 
     def report(self, task: str, label: str, done: int, total: int) -> None:
         if self.progress:
@@ -238,6 +260,7 @@ def _trainer(job: Job, cell: Cell, cache: ModelCache, train: bool = True) -> Tra
 
 def train_model(job: Job, cell: Cell) -> TrainedModel:
     """Task: obtain ``cell``'s model (cache or training) and measure its clean accuracy."""
+    job.check_places()
     cfg = job.cfg
     dataset: Dataset = job.plugins.get("dataset", cfg.dataset)()
     cache = ModelCache(job.cache_dir)
@@ -255,6 +278,7 @@ def train_model(job: Job, cell: Cell) -> TrainedModel:
 
 def run_cell(trained: TrainedModel, job: Job, cell: Cell) -> tuple[dict[str, Any], float]:
     """Task: the metrics of one cell on its trained model, and the seconds they took."""
+    job.check_places()
     cfg, dev = job.cfg, torch.device(job.device)
     dataset: Dataset = job.plugins.get("dataset", cfg.dataset)()
     x_test, y_test = job.data("test")
@@ -286,7 +310,7 @@ class _PieceCache(ModelCache):
     shape and later ones look present (untouched, never saved), so the defense's ``fit``
     trains the one piece, on the real pieces of earlier shapes below it."""
 
-    def __init__(self, root: Path | None, pretend: tuple[str, ...]) -> None:
+    def __init__(self, root: Path, pretend: tuple[str, ...]) -> None:
         super().__init__(root)
         self.pretend = set(pretend)
 
@@ -301,6 +325,7 @@ class _PieceCache(ModelCache):
 def train_piece(job: Job, cell: Cell, pretend: tuple[str, ...]) -> float:
     """Task: train one piece of ``cell``'s model into the cache (see :class:`_PieceCache`);
     returns its training seconds."""
+    job.check_places()
     start = time.perf_counter()
     dataset: Dataset = job.plugins.get("dataset", job.cfg.dataset)()
     trainer = _trainer(job, cell, _PieceCache(job.cache_dir, pretend))
