@@ -401,4 +401,5 @@ def _with_line_intervals(frame: pd.DataFrame) -> pd.DataFrame:
 
 #: Names :mod:`hrsbench` exports from here.
 __all__ = ["Run", "check_data", "check_device", "check_device_form", "check_places",
-           "check_plan", "evaluate", "given_defense", "resolve_config", "run", "with_precision"]
+           "check_plan", "evaluate", "given_defense", "planned_cells", "resolve_config", "run",
+           "with_precision"]

@@ -167,7 +167,7 @@ def run(
     from hrsbench.api import (
         check_device,
         check_device_form,
-        check_plan,
+        planned_cells,
         resolve_config,
         with_precision,
     )
@@ -182,7 +182,10 @@ def run(
         # a plan for a GPU run may be made on a machine without one
         check_device(device, executor, present=False)
         out = out or Path("runs") / Path(config or "quick").stem
-        print_plan(cfg, check_plan(cfg), out, cache_dir, source, device)
+        from hrsbench.plugin.registry import registry
+
+        reg = registry()
+        print_plan(planned_cells(cfg, reg, device), reg, out, cache_dir, source, device)
         return
     from hrsbench.api import run as run_config
 
@@ -205,17 +208,16 @@ def run(
                   markup=False, soft_wrap=True)
 
 
-def print_plan(cfg: Any, reg: Any, out: Path, cache_dir: Path | None, source: str,
+def print_plan(cells: list[Any], reg: Any, out: Path, cache_dir: Path | None, source: str,
                device: str = "cpu") -> None:
     """``--dry-run``: the plan of the run, from the timings of OUT's results
     (:mod:`hrsbench.engine.plan`)."""
-    from hrsbench.engine.cells import expand
     from hrsbench.engine.plan import dry_run
     from hrsbench.plugin.cache import ModelCache
 
     console.print(f"plan of {source} → {out} (estimates from {out / 'results.jsonl'})",
                   markup=False, soft_wrap=True)
-    for line in dry_run(expand(cfg, reg, device), out, ModelCache(cache_dir), reg, device):
+    for line in dry_run(cells, out, ModelCache(cache_dir), reg, device):
         console.print(line, markup=False, soft_wrap=True, highlight=False)
 
 

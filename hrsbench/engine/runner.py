@@ -199,10 +199,13 @@ class Job:
 
     def check_places(self) -> None:
         """On a worker elsewhere: the data folder can be read and the cache written, else one
-        line naming the node and the fix (the driver checked its own before the run)."""
-        if self.remote:
-            check_node_places(self.cache_dir, self.data_dir if self.data_on_driver else None,
-                              node_name())
+        line naming the node and the fix (the driver checked its own before the run). Once per
+        worker process and pair of folders: a worker serves many tasks."""
+        data = self.data_dir if self.data_on_driver else None
+        if not self.remote or (self.cache_dir, data) in _CHECKED_PLACES:
+            return
+        check_node_places(self.cache_dir, data, node_name())
+        _CHECKED_PLACES.add((self.cache_dir, data))
 
     def report(self, task: str, label: str, done: int, total: int) -> None:
         if self.progress:
@@ -231,6 +234,8 @@ class Job:
         return instantiate(self.plugins.get("defense", cell.defense), cell.params, cell.defense)
 
 
+#: (cache, data) folders this process has proven usable (:meth:`Job.check_places`).
+_CHECKED_PLACES: set[tuple[Path, Path | None]] = set()
 #: Data splits already read in this process, by (dataset, split, n, data dir).
 _DATA: dict[tuple[Any, ...], tuple[np.ndarray, np.ndarray]] = {}
 

@@ -16,7 +16,7 @@ from typing import ClassVar
 import numpy as np
 
 from hrsbench.errors import HrsbenchError
-from hrsbench.plugin.cache import user_dir
+from hrsbench.paths import default_data_dir
 from hrsbench.plugin.models import Arch
 
 
@@ -36,10 +36,6 @@ class Download:
     filename: str
     md5: str
     extract_to: str | None = None  # a tar archive is unpacked into this folder
-
-
-def default_data_dir() -> Path:
-    return user_dir("HRSBENCH_DATA", "data")
 
 
 def md5sum(path: Path) -> str:
